@@ -1,0 +1,326 @@
+//! The one proxy-wasm adaptor: runs any [`Policy`] as an Envoy HTTP filter.
+//!
+//! Host calls go through `proxy_wasm::hostcalls` directly (the SDK's trait helpers unwrap
+//! host errors, and its string getters panic on non-UTF-8 header values; a panic kills the
+//! VM). Header values are read as bytes and converted lossily.
+
+use crate::action::{Action, Body, LocalReply};
+use crate::config::parse_config;
+use crate::host::{CalloutResponse, Host, HostError, MetricId, MetricKind};
+use crate::http::{client_ip_from_address, split_pseudo, HeaderOp, Request, Response};
+use crate::policy::Policy;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action as WasmAction, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Installs the root context for policy `P`. Called from [`crate::export_policy!`].
+pub fn start<P: Policy>() {
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::<P> { policy: None }) });
+}
+
+/// [`Host`] backed by proxy-wasm host calls.
+pub struct WasmHost;
+
+fn status_error(s: Status) -> HostError {
+    match s {
+        Status::CasMismatch => HostError::CasMismatch,
+        other => HostError::Failed(format!("{other:?}")),
+    }
+}
+
+impl Host for WasmHost {
+    fn now(&self) -> SystemTime {
+        hostcalls::get_current_time().unwrap_or(UNIX_EPOCH)
+    }
+
+    fn shared_get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(v), cas)) => Ok(Some((v, cas.unwrap_or(0)))),
+            Ok((None, _)) => Ok(None),
+            Err(Status::NotFound) => Ok(None),
+            Err(s) => Err(status_error(s)),
+        }
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+        hostcalls::set_shared_data(key, Some(value), cas).map_err(status_error)
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
+        let t = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Histogram => MetricType::Histogram,
+        };
+        hostcalls::define_metric(t, name).map(MetricId).map_err(status_error)
+    }
+
+    fn increment_metric(&self, id: MetricId, delta: i64) {
+        let _ = hostcalls::increment_metric(id.0, delta);
+    }
+
+    fn record_metric(&self, id: MetricId, value: u64) {
+        let _ = hostcalls::record_metric(id.0, value);
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, Vec::new(), timeout).map_err(status_error)
+    }
+}
+
+fn read_map(map: MapType) -> Vec<(String, String)> {
+    hostcalls::get_map_bytes(map)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect()
+}
+
+fn apply_ops(map: MapType, ops: &[HeaderOp]) {
+    for op in ops {
+        let _ = match op {
+            HeaderOp::Set(name, value) => hostcalls::set_map_value(map, name, Some(value)),
+            HeaderOp::Append(name, value) => hostcalls::add_map_value(map, name, value),
+            HeaderOp::Remove(name) => hostcalls::set_map_value(map, name, None),
+        };
+    }
+}
+
+fn send_reply(reply: &LocalReply) {
+    let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    if let Err(e) = hostcalls::send_http_response(u32::from(reply.status), headers, Some(&reply.body)) {
+        log::error!("meshwall: sending local reply failed: {e:?}");
+    }
+}
+
+struct Root<P: Policy> {
+    policy: Option<Rc<P>>,
+}
+
+impl<P: Policy> Context for Root<P> {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let Some(policy) = &self.policy else { return };
+        let (pseudo, headers) = split_pseudo(read_map(MapType::HttpCallResponseHeaders));
+        let status = pseudo
+            .iter()
+            .find(|(k, _)| k == ":status")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        policy.on_http_call_response(token_id, CalloutResponse { status, headers: headers.0, body }, &WasmHost);
+    }
+}
+
+impl<P: Policy> RootContext for Root<P> {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let bytes = if size == 0 {
+            Vec::new()
+        } else {
+            hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        let built = parse_config::<P::Config>(&bytes).and_then(|cfg| P::new(cfg, &WasmHost));
+        match built {
+            Ok(policy) => {
+                if let Some(period) = policy.tick_period() {
+                    let _ = hostcalls::set_tick_period(period);
+                }
+                self.policy = Some(Rc::new(policy));
+                true
+            }
+            Err(e) => {
+                log::error!("meshwall.{}: {}", P::NAME, e);
+                self.policy = None;
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(policy) = &self.policy {
+            policy.on_tick(&WasmHost);
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http::<P> {
+            policy: self.policy.clone(),
+            ex: P::Exchange::default(),
+            req: None,
+            body_limit: 0,
+            replied: false,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http<P: Policy> {
+    policy: Option<Rc<P>>,
+    ex: P::Exchange,
+    /// Kept while the body is being buffered.
+    req: Option<Request>,
+    body_limit: usize,
+    replied: bool,
+}
+
+impl<P: Policy> Http<P> {
+    fn read_request(end_of_stream: bool) -> Request {
+        let (pseudo, headers) = split_pseudo(read_map(MapType::HttpRequestHeaders));
+        let pseudo_value = |name: &str| {
+            pseudo
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let client_ip = hostcalls::get_property(vec!["source", "address"])
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(|a| client_ip_from_address(&a).to_string());
+        Request {
+            method: pseudo_value(":method"),
+            path: pseudo_value(":path"),
+            authority: pseudo_value(":authority"),
+            scheme: pseudo_value(":scheme"),
+            headers,
+            client_ip,
+            has_body: !end_of_stream,
+        }
+    }
+
+    /// Carries out a decision; returns what to tell Envoy.
+    fn act(&mut self, action: Action, req: Request, end_of_stream: bool) -> WasmAction {
+        match action {
+            Action::Continue(ops) => {
+                apply_ops(MapType::HttpRequestHeaders, &ops);
+                WasmAction::Continue
+            }
+            Action::Reply(reply) => {
+                self.replied = true;
+                send_reply(&reply);
+                WasmAction::Pause
+            }
+            Action::ReadBody { max_bytes, ops } => {
+                apply_ops(MapType::HttpRequestHeaders, &ops);
+                if end_of_stream {
+                    let Some(policy) = self.policy.clone() else { return WasmAction::Continue };
+                    let next = policy.on_request_body(&mut self.ex, &req, Body::Complete(&[]), &WasmHost);
+                    self.act_after_body(next)
+                } else {
+                    self.body_limit = max_bytes;
+                    self.req = Some(req);
+                    WasmAction::Pause
+                }
+            }
+        }
+    }
+
+    fn act_after_body(&mut self, action: Action) -> WasmAction {
+        match action {
+            Action::Continue(ops) | Action::ReadBody { ops, .. } => {
+                apply_ops(MapType::HttpRequestHeaders, &ops);
+                WasmAction::Continue
+            }
+            Action::Reply(reply) => {
+                self.replied = true;
+                send_reply(&reply);
+                WasmAction::Pause
+            }
+        }
+    }
+}
+
+impl<P: Policy> Context for Http<P> {}
+
+impl<P: Policy> HttpContext for Http<P> {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> WasmAction {
+        let Some(policy) = self.policy.clone() else {
+            // Only reachable if Envoy kept a plugin whose configuration failed: fail closed.
+            self.replied = true;
+            send_reply(&LocalReply::problem(503, "filter not configured"));
+            return WasmAction::Pause;
+        };
+        let req = Self::read_request(end_of_stream);
+        let action = policy.on_request_headers(&mut self.ex, &req, &WasmHost);
+        self.act(action, req, end_of_stream)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> WasmAction {
+        if self.replied {
+            return WasmAction::Pause;
+        }
+        let Some(req) = self.req.as_ref() else { return WasmAction::Continue };
+        let Some(policy) = self.policy.clone() else { return WasmAction::Continue };
+        if body_size > self.body_limit {
+            let action = policy.on_request_body(&mut self.ex, req, Body::TooLarge { limit: self.body_limit }, &WasmHost);
+            self.req = None;
+            return self.act_after_body(action);
+        }
+        if !end_of_stream {
+            return WasmAction::Pause;
+        }
+        let body = if body_size == 0 {
+            Vec::new()
+        } else {
+            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        let action = policy.on_request_body(&mut self.ex, req, Body::Complete(&body), &WasmHost);
+        self.req = None;
+        self.act_after_body(action)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> WasmAction {
+        // Trailers end the stream: a body still being buffered is complete now.
+        if self.replied {
+            return WasmAction::Pause;
+        }
+        let (Some(req), Some(policy)) = (self.req.take(), self.policy.clone()) else {
+            return WasmAction::Continue;
+        };
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, self.body_limit.saturating_add(1))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let view = if body.len() > self.body_limit {
+            Body::TooLarge { limit: self.body_limit }
+        } else {
+            Body::Complete(&body)
+        };
+        let action = policy.on_request_body(&mut self.ex, &req, view, &WasmHost);
+        self.act_after_body(action)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> WasmAction {
+        let Some(policy) = self.policy.clone() else { return WasmAction::Continue };
+        let (pseudo, headers) = split_pseudo(read_map(MapType::HttpResponseHeaders));
+        let status = pseudo
+            .iter()
+            .find(|(k, _)| k == ":status")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let ops = policy.on_response_headers(&mut self.ex, &Response { status, headers }, &WasmHost);
+        apply_ops(MapType::HttpResponseHeaders, &ops);
+        WasmAction::Continue
+    }
+}

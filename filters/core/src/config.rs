@@ -1,0 +1,114 @@
+//! Plugin configuration: JSON, parsed strictly, every error naming the field at fault.
+
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+/// A configuration error: which field, and why. Displayed as one log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the field (`providers.main.issuer`, `rules[2].match`), or `.` for the root.
+    pub field: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError { field: field.into(), reason: reason.into() }
+    }
+
+    /// Prefixes the field path with `parent` (for errors raised by a nested check).
+    pub fn within(mut self, parent: &str) -> Self {
+        if self.field == "." || self.field.is_empty() {
+            self.field = parent.to_string();
+        } else if self.field.starts_with('[') {
+            self.field = format!("{parent}{}", self.field);
+        } else {
+            self.field = format!("{parent}.{}", self.field);
+        }
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: field `{}`: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses the plugin configuration. Empty input means `{}` (every field at its default).
+/// Unknown fields, wrong types and duplicate keys are errors naming the field.
+pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
+    let trimmed = bytes.iter().all(|b| b.is_ascii_whitespace());
+    let input: &[u8] = if trimmed { b"{}" } else { bytes };
+    // serde would also accept an array for a struct (positional fields): refuse it.
+    if input.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ConfigError::new(".", "the configuration must be a JSON object"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(input);
+    let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        // serde_json appends " at line L column C"; keep it, it helps find the spot.
+        ConfigError::new(path, inner.to_string())
+    })?;
+    de.end().map_err(|e| ConfigError::new(".", e.to_string()))?;
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        n: u32,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Cfg {
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        items: Vec<Inner>,
+    }
+
+    #[test]
+    fn empty_config_is_defaults() {
+        let c: Cfg = parse_config(b"  ").unwrap();
+        assert_eq!(c, Cfg { name: String::new(), items: vec![] });
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = parse_config::<Cfg>(br#"{"items":[{"n":1},{"n":2,"m":3}]}"#).unwrap_err();
+        assert_eq!(e.field, "items[1].m");
+        assert!(e.reason.contains("unknown field `m`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = parse_config::<Cfg>(br#"{"items":[{"n":"x"}]}"#).unwrap_err();
+        assert_eq!(e.field, "items[0].n");
+        assert!(e.reason.contains("invalid type"), "{e}");
+        assert!(e.to_string().starts_with("invalid configuration: field `items[0].n`"));
+    }
+
+    #[test]
+    fn duplicate_and_trailing_input_rejected() {
+        assert!(parse_config::<Cfg>(br#"{"name":"a","name":"b"}"#).is_err());
+        assert!(parse_config::<Cfg>(br#"{"name":"a"} {}"#).is_err());
+        assert!(parse_config::<Cfg>(b"[]").is_err());
+    }
+
+    #[test]
+    fn within_builds_paths() {
+        assert_eq!(ConfigError::new("n", "x").within("items[1]").field, "items[1].n");
+        assert_eq!(ConfigError::new("[0]", "x").within("items").field, "items[0]");
+        assert_eq!(ConfigError::new(".", "x").within("items").field, "items");
+    }
+}

@@ -1,0 +1,310 @@
+//! The host interface: everything a policy needs from Envoy, and an in-memory host for tests.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Handle of a metric defined through [`Host::define_metric`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MetricId(pub u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostError {
+    /// A shared-data write lost a compare-and-swap race: read again and retry.
+    CasMismatch,
+    /// Anything else the host refused, with its status.
+    Failed(String),
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostError::CasMismatch => f.write_str("shared data CAS mismatch"),
+            HostError::Failed(s) => write!(f, "host call failed: {s}"),
+        }
+    }
+}
+
+/// The response to an HTTP callout made with [`Host::http_call`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CalloutResponse {
+    /// `:status`; 0 when the call failed without a response (reset, timeout, no cluster).
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What a policy may ask of Envoy. One implementation calls proxy-wasm host functions;
+/// [`MemHost`] is the in-memory one for native tests.
+///
+/// Shared data follows Envoy's semantics: one store per `vm_id` shared by every worker;
+/// a value carries a CAS number; a write with `cas: Some(n)` fails with
+/// [`HostError::CasMismatch`] unless `n` is the current CAS; `cas: None` writes
+/// unconditionally. Keys can never be deleted, so never create one per client.
+pub trait Host {
+    /// Wall-clock time.
+    fn now(&self) -> SystemTime;
+    /// The value and its CAS, or `None` when the key was never written.
+    fn shared_get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError>;
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError>;
+    /// Defines (or looks up) a metric. Names are shared by all workers of the process.
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError>;
+    fn increment_metric(&self, id: MetricId, delta: i64);
+    fn record_metric(&self, id: MetricId, value: u64);
+    /// Starts an HTTP call to Envoy cluster `cluster`; the answer arrives later through
+    /// `Policy::on_http_call_response` with the returned token. Headers must include
+    /// `:method`, `:path` and `:authority`.
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, HostError>;
+
+    /// Milliseconds since the Unix epoch.
+    fn now_millis(&self) -> u64 {
+        self.now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+
+    /// Whole seconds since the Unix epoch.
+    fn now_secs(&self) -> u64 {
+        self.now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    }
+}
+
+/// A recorded [`Host::http_call`] of a [`MemHost`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedCall {
+    pub token: u32,
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    entries: HashMap<String, (Vec<u8>, u32)>,
+    next_cas: u32,
+}
+
+/// In-memory host for native tests. Clones share one shared-data store and one metric
+/// registry, like the worker VMs of one Envoy process, so several policies built on clones
+/// act as several workers. The clock is per clone-family and moves only when told.
+#[derive(Clone)]
+pub struct MemHost {
+    inner: std::rc::Rc<MemInner>,
+}
+
+struct MemInner {
+    now: Cell<SystemTime>,
+    store: RefCell<Store>,
+    metrics: RefCell<Vec<(String, MetricKind, i64)>>,
+    calls: RefCell<Vec<RecordedCall>>,
+    next_token: Cell<u32>,
+    /// When > 0, that many upcoming CAS writes fail as if another worker won the race.
+    forced_cas_failures: Cell<u32>,
+}
+
+impl Default for MemHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemHost {
+    /// A host whose clock reads 2026-01-01T00:00:00Z.
+    pub fn new() -> Self {
+        MemHost {
+            inner: std::rc::Rc::new(MemInner {
+                now: Cell::new(UNIX_EPOCH + Duration::from_secs(1_767_225_600)),
+                store: RefCell::new(Store { entries: HashMap::new(), next_cas: 1 }),
+                metrics: RefCell::new(Vec::new()),
+                calls: RefCell::new(Vec::new()),
+                next_token: Cell::new(1),
+                forced_cas_failures: Cell::new(0),
+            }),
+        }
+    }
+
+    pub fn set_now(&self, t: SystemTime) {
+        self.inner.now.set(t);
+    }
+
+    pub fn advance(&self, d: Duration) {
+        self.inner.now.set(self.inner.now.get() + d);
+    }
+
+    /// Makes the next `n` conditional shared-data writes fail with a CAS mismatch (after
+    /// bumping the key's CAS, as a competing write would).
+    pub fn fail_next_cas(&self, n: u32) {
+        self.inner.forced_cas_failures.set(n);
+    }
+
+    /// Value of a metric by name (0 when never defined).
+    pub fn metric(&self, name: &str) -> i64 {
+        self.inner
+            .metrics
+            .borrow()
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, v)| *v)
+            .unwrap_or(0)
+    }
+
+    /// Names of every defined metric.
+    pub fn metric_names(&self) -> Vec<String> {
+        self.inner.metrics.borrow().iter().map(|(n, _, _)| n.clone()).collect()
+    }
+
+    /// Number of shared-data keys ever written.
+    pub fn shared_key_count(&self) -> usize {
+        self.inner.store.borrow().entries.len()
+    }
+
+    /// Total bytes of shared-data keys and values.
+    pub fn shared_bytes(&self) -> usize {
+        self.inner.store.borrow().entries.iter().map(|(k, (v, _))| k.len() + v.len()).sum()
+    }
+
+    /// HTTP calls made so far, oldest first.
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.inner.calls.borrow().clone()
+    }
+}
+
+impl Host for MemHost {
+    fn now(&self) -> SystemTime {
+        self.inner.now.get()
+    }
+
+    fn shared_get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        Ok(self.inner.store.borrow().entries.get(key).cloned())
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+        let mut store = self.inner.store.borrow_mut();
+        let next = store.next_cas;
+        store.next_cas = next.wrapping_add(1).max(1);
+        let forced = self.inner.forced_cas_failures.get();
+        if let Some(expected) = cas.filter(|c| *c != 0) {
+            let current = store.entries.get(key).map(|(_, c)| *c);
+            if forced > 0 {
+                self.inner.forced_cas_failures.set(forced - 1);
+                if let Some(entry) = store.entries.get_mut(key) {
+                    entry.1 = next;
+                }
+                return Err(HostError::CasMismatch);
+            }
+            if current != Some(expected) {
+                return Err(HostError::CasMismatch);
+            }
+        }
+        store.entries.insert(key.to_string(), (value.to_vec(), next));
+        Ok(())
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
+        let mut metrics = self.inner.metrics.borrow_mut();
+        if let Some(i) = metrics.iter().position(|(n, _, _)| n == name) {
+            return Ok(MetricId(u32::try_from(i).unwrap_or(u32::MAX)));
+        }
+        metrics.push((name.to_string(), kind, 0));
+        Ok(MetricId(u32::try_from(metrics.len() - 1).unwrap_or(u32::MAX)))
+    }
+
+    fn increment_metric(&self, id: MetricId, delta: i64) {
+        if let Some(m) = self.inner.metrics.borrow_mut().get_mut(id.0 as usize) {
+            m.2 = m.2.saturating_add(delta);
+        }
+    }
+
+    fn record_metric(&self, id: MetricId, value: u64) {
+        if let Some(m) = self.inner.metrics.borrow_mut().get_mut(id.0 as usize) {
+            m.2 = i64::try_from(value).unwrap_or(i64::MAX);
+        }
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let token = self.inner.next_token.get();
+        self.inner.next_token.set(token + 1);
+        self.inner.calls.borrow_mut().push(RecordedCall {
+            token,
+            cluster: cluster.to_string(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: body.map(<[u8]>::to_vec),
+            timeout,
+        });
+        Ok(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cas_semantics_match_envoy() {
+        let worker_a = MemHost::new();
+        let worker_b = worker_a.clone();
+        assert_eq!(worker_a.shared_get("k").unwrap(), None);
+        worker_a.shared_set("k", b"1", None).unwrap();
+        let (v, cas) = worker_b.shared_get("k").unwrap().unwrap();
+        assert_eq!(v, b"1");
+        worker_a.shared_set("k", b"2", Some(cas)).unwrap();
+        assert_eq!(worker_b.shared_set("k", b"3", Some(cas)), Err(HostError::CasMismatch));
+        assert_eq!(worker_b.shared_get("k").unwrap().unwrap().0, b"2");
+        assert_eq!(worker_a.shared_set("new", b"x", Some(7)), Err(HostError::CasMismatch));
+    }
+
+    #[test]
+    fn forced_cas_failures_bump_the_cas() {
+        let h = MemHost::new();
+        h.shared_set("k", b"1", None).unwrap();
+        let (_, cas) = h.shared_get("k").unwrap().unwrap();
+        h.fail_next_cas(1);
+        assert_eq!(h.shared_set("k", b"2", Some(cas)), Err(HostError::CasMismatch));
+        let (v, cas2) = h.shared_get("k").unwrap().unwrap();
+        assert_eq!(v, b"1");
+        assert_ne!(cas, cas2);
+        h.shared_set("k", b"2", Some(cas2)).unwrap();
+    }
+
+    #[test]
+    fn metrics_are_shared_by_name() {
+        let a = MemHost::new();
+        let b = a.clone();
+        let ia = a.define_metric(MetricKind::Counter, "meshwall.x.allowed").unwrap();
+        let ib = b.define_metric(MetricKind::Counter, "meshwall.x.allowed").unwrap();
+        a.increment_metric(ia, 2);
+        b.increment_metric(ib, 3);
+        assert_eq!(a.metric("meshwall.x.allowed"), 5);
+    }
+
+    #[test]
+    fn clock_moves_only_when_told() {
+        let h = MemHost::new();
+        let t = h.now_millis();
+        h.advance(Duration::from_millis(1500));
+        assert_eq!(h.now_millis() - t, 1500);
+        assert_eq!(h.now_secs(), 1_767_225_601);
+    }
+}

@@ -1,0 +1,192 @@
+//! Views of a request and a response as a policy sees them, and the header changes it asks for.
+
+/// Header list as Envoy hands it over: lower-case names, repeated names kept in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(pub Vec<(String, String)>);
+
+impl Headers {
+    pub fn new() -> Self {
+        Headers(Vec::new())
+    }
+
+    /// Builds a list from pairs; names are lower-cased.
+    pub fn from_pairs<K: AsRef<str>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        Headers(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.as_ref().to_ascii_lowercase(), v.into()))
+                .collect(),
+        )
+    }
+
+    /// First value of `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name` (case-insensitive), in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Applies header operations in order, as the adaptor does on the real header map.
+    pub fn apply(&mut self, ops: &[HeaderOp]) {
+        for op in ops {
+            match op {
+                HeaderOp::Set(name, value) => {
+                    self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+                    self.0.push((name.to_ascii_lowercase(), value.clone()));
+                }
+                HeaderOp::Append(name, value) => self.0.push((name.to_ascii_lowercase(), value.clone())),
+                HeaderOp::Remove(name) => self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name)),
+            }
+        }
+    }
+}
+
+/// A change to a header map. Operations apply in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderOp {
+    /// Replace every value of the header with this one (adds it when absent).
+    Set(String, String),
+    /// Add one more value, keeping existing ones.
+    Append(String, String),
+    /// Remove every value of the header.
+    Remove(String),
+}
+
+/// What a policy sees of a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// `:method`
+    pub method: String,
+    /// `:path`, including the query string, exactly as received.
+    pub path: String,
+    /// `:authority`
+    pub authority: String,
+    /// `:scheme`
+    pub scheme: String,
+    /// Regular headers (no pseudo-headers).
+    pub headers: Headers,
+    /// Downstream peer IP address (no port), when the host knows it.
+    pub client_ip: Option<String>,
+    /// False when the request ended with its headers (no body follows).
+    pub has_body: bool,
+}
+
+impl Request {
+    /// The path without the query string.
+    pub fn path_only(&self) -> &str {
+        match self.path.find('?') {
+            Some(i) => &self.path[..i],
+            None => &self.path,
+        }
+    }
+
+    /// The raw query string (without `?`), if any.
+    pub fn query(&self) -> Option<&str> {
+        self.path.find('?').map(|i| &self.path[i + 1..])
+    }
+}
+
+/// What a policy sees of a response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Response {
+    /// `:status`, 0 when absent or not a number.
+    pub status: u16,
+    /// Regular headers (no pseudo-headers).
+    pub headers: Headers,
+}
+
+/// Splits a raw header list from the host into pseudo-headers and regular headers.
+pub fn split_pseudo(raw: Vec<(String, String)>) -> (Vec<(String, String)>, Headers) {
+    let (pseudo, regular): (Vec<_>, Vec<_>) = raw.into_iter().partition(|(k, _)| k.starts_with(':'));
+    (pseudo, Headers(regular))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_are_case_insensitive_and_keep_repeats() {
+        let h = Headers::from_pairs([("X-A", "1"), ("x-a", "2"), ("b", "3")]);
+        assert_eq!(h.get("x-A"), Some("1"));
+        assert_eq!(h.get_all("X-a").collect::<Vec<_>>(), vec!["1", "2"]);
+        assert!(!h.contains("c"));
+    }
+
+    #[test]
+    fn ops_apply_in_order() {
+        let mut h = Headers::from_pairs([("a", "1"), ("a", "2"), ("b", "3")]);
+        h.apply(&[
+            HeaderOp::Set("a".into(), "9".into()),
+            HeaderOp::Append("b".into(), "4".into()),
+            HeaderOp::Remove("c".into()),
+        ]);
+        assert_eq!(h.get_all("a").collect::<Vec<_>>(), vec!["9"]);
+        assert_eq!(h.get_all("b").collect::<Vec<_>>(), vec!["3", "4"]);
+        h.apply(&[HeaderOp::Remove("B".into())]);
+        assert!(!h.contains("b"));
+    }
+
+    #[test]
+    fn path_and_query_split() {
+        let r = Request { path: "/a/b?x=1&y".into(), ..Default::default() };
+        assert_eq!(r.path_only(), "/a/b");
+        assert_eq!(r.query(), Some("x=1&y"));
+        let r = Request { path: "/a".into(), ..Default::default() };
+        assert_eq!((r.path_only(), r.query()), ("/a", None));
+    }
+
+    #[test]
+    fn pseudo_headers_are_split_off() {
+        let (p, h) = split_pseudo(vec![(":path".into(), "/".into()), ("a".into(), "1".into())]);
+        assert_eq!(p, vec![(":path".to_string(), "/".to_string())]);
+        assert_eq!(h.get("a"), Some("1"));
+    }
+}
+
+/// The IP part of an Envoy address property (`1.2.3.4:5678`, `[::1]:5678`, or a bare IP).
+pub fn client_ip_from_address(address: &str) -> &str {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match (address.find(':'), address.rfind(':')) {
+        // Exactly one colon: IPv4 with port.
+        (Some(a), Some(b)) if a == b => &address[..a],
+        _ => address,
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::client_ip_from_address as ip;
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(ip("10.1.2.3:4567"), "10.1.2.3");
+        assert_eq!(ip("[::1]:80"), "::1");
+        assert_eq!(ip("[2001:db8::7]:443"), "2001:db8::7");
+        assert_eq!(ip("2001:db8::7"), "2001:db8::7");
+        assert_eq!(ip("10.1.2.3"), "10.1.2.3");
+    }
+}

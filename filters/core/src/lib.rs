@@ -1,0 +1,37 @@
+//! meshwall core: everything the filters share.
+//!
+//! A filter is a [`Policy`]: plain Rust that turns a request or response view into an
+//! [`Action`] (continue with header changes, or answer locally). It talks to the outside
+//! world only through the [`Host`] trait, so it is unit-tested natively with [`MemHost`].
+//! The one proxy-wasm adaptor (`adaptor`, compiled for wasm only) runs any policy inside
+//! Envoy; a filter crate's `lib.rs` exports its module with [`export_policy!`].
+
+pub mod action;
+pub mod config;
+pub mod host;
+pub mod http;
+pub mod policy;
+
+#[cfg(target_arch = "wasm32")]
+pub mod adaptor;
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub use proxy_wasm;
+
+pub use action::{Action, Body, LocalReply};
+pub use config::{parse_config, ConfigError};
+pub use host::{CalloutResponse, Host, HostError, MemHost, MetricId, MetricKind};
+pub use http::{HeaderOp, Headers, Request, Response};
+pub use policy::Policy;
+
+/// Exports a proxy-wasm module that runs policy `$policy`. Put it in the filter crate's
+/// `lib.rs`; it expands to nothing outside wasm builds.
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::proxy_wasm::main! {{
+            $crate::adaptor::start::<$policy>();
+        }}
+    };
+}

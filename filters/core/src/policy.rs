@@ -1,0 +1,55 @@
+//! The policy interface every filter implements.
+
+use crate::action::{Action, Body};
+use crate::config::ConfigError;
+use crate::host::{CalloutResponse, Host};
+use crate::http::{HeaderOp, Request, Response};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// A filter's logic: configuration in, decisions out. No proxy-wasm calls here; everything
+/// from outside comes through the [`Host`] argument.
+///
+/// One policy value lives per Envoy worker (one VM each); it is shared by that worker's
+/// requests. Per-request state lives in [`Policy::Exchange`]. Methods take `&self`: a policy
+/// that keeps per-worker state (a cache) uses interior mutability.
+pub trait Policy: Sized + 'static {
+    /// The JSON configuration (serde, `deny_unknown_fields`).
+    type Config: DeserializeOwned;
+    /// Per-request state carried from the request phase to the response phase.
+    type Exchange: Default;
+    /// Short name: used in log lines (`meshwall.<NAME>: …`) and metric names.
+    const NAME: &'static str;
+
+    /// Checks the whole configuration and builds the policy. Any error rejects the config:
+    /// name the field. Metrics are defined here.
+    fn new(config: Self::Config, host: &dyn Host) -> Result<Self, ConfigError>;
+
+    /// Request headers have arrived.
+    fn on_request_headers(&self, _ex: &mut Self::Exchange, _req: &Request, _host: &dyn Host) -> Action {
+        Action::proceed()
+    }
+
+    /// The body asked for with [`Action::ReadBody`] is complete (or too large).
+    fn on_request_body(&self, _ex: &mut Self::Exchange, _req: &Request, _body: Body<'_>, _host: &dyn Host) -> Action {
+        Action::proceed()
+    }
+
+    /// Response headers are about to go downstream: upstream responses and local replies
+    /// (Envoy's or another filter's) alike.
+    fn on_response_headers(&self, _ex: &mut Self::Exchange, _resp: &Response, _host: &dyn Host) -> Vec<HeaderOp> {
+        Vec::new()
+    }
+
+    /// How often [`Policy::on_tick`] runs on each worker (`None`: never).
+    fn tick_period(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Periodic background work (e.g. refreshing a JWKS); runs in the root context.
+    fn on_tick(&self, _host: &dyn Host) {}
+
+    /// The answer to an [`Host::http_call`] made from `on_tick` (calls belong to the root
+    /// context; a call made while handling a request would be cancelled with the request).
+    fn on_http_call_response(&self, _token: u32, _response: CalloutResponse, _host: &dyn Host) {}
+}

@@ -1,0 +1,30 @@
+"""Every shipped envoy/*.yaml passes `envoy --mode validate` (with the built .wasm modules)."""
+
+import pytest
+
+import harness
+
+CONFIGS = sorted(harness.ENVOY_DIR.glob("*.yaml"))
+
+
+def test_there_are_configs():
+    assert any(p.name == "headers.yaml" for p in CONFIGS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_validates(path):
+    r = harness.validate_config(path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"'{path}' OK" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_wasm_plugins_follow_conventions(path):
+    cfg = harness.load_config(path.stem)
+    plugins = harness.wasm_filters(cfg)
+    for p in plugins:
+        vm = p["vm_config"]
+        assert vm["runtime"] == "envoy.wasm.runtime.v8"
+        fn = vm["code"]["local"]["filename"]
+        assert fn.startswith("target/wasm32-wasip1/release/meshwall_") and fn.endswith(".wasm")
+        assert p["configuration"]["@type"] == "type.googleapis.com/google.protobuf.StringValue"

@@ -11,7 +11,10 @@ pub enum Action {
     /// Hold the request until its whole body is buffered (at most `max_bytes`), then call
     /// `Policy::on_request_body`. The header changes apply now. Only meaningful as the
     /// answer to `on_request_headers`.
-    ReadBody { max_bytes: usize, ops: Vec<HeaderOp> },
+    ReadBody {
+        max_bytes: usize,
+        ops: Vec<HeaderOp>,
+    },
     /// Answer the request here; it never reaches the upstream.
     Reply(LocalReply),
 }
@@ -75,7 +78,11 @@ impl ProblemBuilder {
         members.insert("title".into(), Value::from(reason_phrase(status)));
         members.insert("status".into(), Value::from(status));
         members.insert("detail".into(), Value::from(detail));
-        ProblemBuilder { status, members, headers: Vec::new() }
+        ProblemBuilder {
+            status,
+            members,
+            headers: Vec::new(),
+        }
     }
 
     /// Adds an extension member (e.g. `errors`). Standard members cannot be replaced.
@@ -93,12 +100,19 @@ impl ProblemBuilder {
 
     pub fn build(self) -> LocalReply {
         let mut headers = vec![
-            ("content-type".to_string(), "application/problem+json".to_string()),
+            (
+                "content-type".to_string(),
+                "application/problem+json".to_string(),
+            ),
             ("cache-control".to_string(), "no-store".to_string()),
         ];
         headers.extend(self.headers);
         let body = serde_json::to_vec(&Value::Object(self.members)).unwrap_or_default();
-        LocalReply { status: self.status, headers, body }
+        LocalReply {
+            status: self.status,
+            headers,
+            body,
+        }
     }
 }
 

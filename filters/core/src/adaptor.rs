@@ -11,14 +11,18 @@ use crate::http::{client_ip_from_address, split_pseudo, HeaderOp, Request, Respo
 use crate::policy::Policy;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as WasmAction, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{
+    Action as WasmAction, BufferType, ContextType, LogLevel, MapType, MetricType, Status,
+};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Installs the root context for policy `P`. Called from [`crate::export_policy!`].
 pub fn start<P: Policy>() {
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::<P> { policy: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root::<P> { policy: None })
+    });
 }
 
 /// [`Host`] backed by proxy-wasm host calls.
@@ -55,7 +59,9 @@ impl Host for WasmHost {
             MetricKind::Gauge => MetricType::Gauge,
             MetricKind::Histogram => MetricType::Histogram,
         };
-        hostcalls::define_metric(t, name).map(MetricId).map_err(status_error)
+        hostcalls::define_metric(t, name)
+            .map(MetricId)
+            .map_err(status_error)
     }
 
     fn increment_metric(&self, id: MetricId, delta: i64) {
@@ -73,7 +79,8 @@ impl Host for WasmHost {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, Vec::new(), timeout).map_err(status_error)
+        hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, Vec::new(), timeout)
+            .map_err(status_error)
     }
 }
 
@@ -96,8 +103,14 @@ fn apply_ops(map: MapType, ops: &[HeaderOp]) {
 }
 
 fn send_reply(reply: &LocalReply) {
-    let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    if let Err(e) = hostcalls::send_http_response(u32::from(reply.status), headers, Some(&reply.body)) {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Err(e) =
+        hostcalls::send_http_response(u32::from(reply.status), headers, Some(&reply.body))
+    {
         log::error!("meshwall: sending local reply failed: {e:?}");
     }
 }
@@ -107,7 +120,13 @@ struct Root<P: Policy> {
 }
 
 impl<P: Policy> Context for Root<P> {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         let Some(policy) = &self.policy else { return };
         let (pseudo, headers) = split_pseudo(read_map(MapType::HttpCallResponseHeaders));
         let status = pseudo
@@ -119,7 +138,15 @@ impl<P: Policy> Context for Root<P> {
             .ok()
             .flatten()
             .unwrap_or_default();
-        policy.on_http_call_response(token_id, CalloutResponse { status, headers: headers.0, body }, &WasmHost);
+        policy.on_http_call_response(
+            token_id,
+            CalloutResponse {
+                status,
+                headers: headers.0,
+                body,
+            },
+            &WasmHost,
+        );
     }
 }
 
@@ -221,8 +248,11 @@ impl<P: Policy> Http<P> {
             Action::ReadBody { max_bytes, ops } => {
                 apply_ops(MapType::HttpRequestHeaders, &ops);
                 if end_of_stream {
-                    let Some(policy) = self.policy.clone() else { return WasmAction::Continue };
-                    let next = policy.on_request_body(&mut self.ex, &req, Body::Complete(&[]), &WasmHost);
+                    let Some(policy) = self.policy.clone() else {
+                        return WasmAction::Continue;
+                    };
+                    let next =
+                        policy.on_request_body(&mut self.ex, &req, Body::Complete(&[]), &WasmHost);
                     self.act_after_body(next)
                 } else {
                     self.body_limit = max_bytes;
@@ -267,10 +297,21 @@ impl<P: Policy> HttpContext for Http<P> {
         if self.replied {
             return WasmAction::Pause;
         }
-        let Some(req) = self.req.as_ref() else { return WasmAction::Continue };
-        let Some(policy) = self.policy.clone() else { return WasmAction::Continue };
+        let Some(req) = self.req.as_ref() else {
+            return WasmAction::Continue;
+        };
+        let Some(policy) = self.policy.clone() else {
+            return WasmAction::Continue;
+        };
         if body_size > self.body_limit {
-            let action = policy.on_request_body(&mut self.ex, req, Body::TooLarge { limit: self.body_limit }, &WasmHost);
+            let action = policy.on_request_body(
+                &mut self.ex,
+                req,
+                Body::TooLarge {
+                    limit: self.body_limit,
+                },
+                &WasmHost,
+            );
             self.req = None;
             return self.act_after_body(action);
         }
@@ -298,12 +339,18 @@ impl<P: Policy> HttpContext for Http<P> {
         let (Some(req), Some(policy)) = (self.req.take(), self.policy.clone()) else {
             return WasmAction::Continue;
         };
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, self.body_limit.saturating_add(1))
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let body = hostcalls::get_buffer(
+            BufferType::HttpRequestBody,
+            0,
+            self.body_limit.saturating_add(1),
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
         let view = if body.len() > self.body_limit {
-            Body::TooLarge { limit: self.body_limit }
+            Body::TooLarge {
+                limit: self.body_limit,
+            }
         } else {
             Body::Complete(&body)
         };
@@ -311,15 +358,22 @@ impl<P: Policy> HttpContext for Http<P> {
         self.act_after_body(action)
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> WasmAction {
-        let Some(policy) = self.policy.clone() else { return WasmAction::Continue };
+    fn on_http_response_headers(
+        &mut self,
+        _num_headers: usize,
+        _end_of_stream: bool,
+    ) -> WasmAction {
+        let Some(policy) = self.policy.clone() else {
+            return WasmAction::Continue;
+        };
         let (pseudo, headers) = split_pseudo(read_map(MapType::HttpResponseHeaders));
         let status = pseudo
             .iter()
             .find(|(k, _)| k == ":status")
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
-        let ops = policy.on_response_headers(&mut self.ex, &Response { status, headers }, &WasmHost);
+        let ops =
+            policy.on_response_headers(&mut self.ex, &Response { status, headers }, &WasmHost);
         apply_ops(MapType::HttpResponseHeaders, &ops);
         WasmAction::Continue
     }

@@ -13,7 +13,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError { field: field.into(), reason: reason.into() }
+        ConfigError {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     /// Prefixes the field path with `parent` (for errors raised by a nested check).
@@ -31,7 +34,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration: field `{}`: {}", self.field, self.reason)
+        write!(
+            f,
+            "invalid configuration: field `{}`: {}",
+            self.field, self.reason
+        )
     }
 }
 
@@ -44,7 +51,10 @@ pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError>
     let input: &[u8] = if trimmed { b"{}" } else { bytes };
     // serde would also accept an array for a struct (positional fields): refuse it.
     if input.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ConfigError::new(".", "the configuration must be a JSON object"));
+        return Err(ConfigError::new(
+            ".",
+            "the configuration must be a JSON object",
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(input);
     let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -80,7 +90,13 @@ mod tests {
     #[test]
     fn empty_config_is_defaults() {
         let c: Cfg = parse_config(b"  ").unwrap();
-        assert_eq!(c, Cfg { name: String::new(), items: vec![] });
+        assert_eq!(
+            c,
+            Cfg {
+                name: String::new(),
+                items: vec![]
+            }
+        );
     }
 
     #[test]
@@ -95,7 +111,9 @@ mod tests {
         let e = parse_config::<Cfg>(br#"{"items":[{"n":"x"}]}"#).unwrap_err();
         assert_eq!(e.field, "items[0].n");
         assert!(e.reason.contains("invalid type"), "{e}");
-        assert!(e.to_string().starts_with("invalid configuration: field `items[0].n`"));
+        assert!(e
+            .to_string()
+            .starts_with("invalid configuration: field `items[0].n`"));
     }
 
     #[test]
@@ -107,8 +125,14 @@ mod tests {
 
     #[test]
     fn within_builds_paths() {
-        assert_eq!(ConfigError::new("n", "x").within("items[1]").field, "items[1].n");
-        assert_eq!(ConfigError::new("[0]", "x").within("items").field, "items[0]");
+        assert_eq!(
+            ConfigError::new("n", "x").within("items[1]").field,
+            "items[1].n"
+        );
+        assert_eq!(
+            ConfigError::new("[0]", "x").within("items").field,
+            "items[0]"
+        );
         assert_eq!(ConfigError::new(".", "x").within("items").field, "items");
     }
 }

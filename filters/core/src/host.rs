@@ -80,7 +80,10 @@ pub trait Host {
 
     /// Whole seconds since the Unix epoch.
     fn now_secs(&self) -> u64 {
-        self.now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+        self.now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
     }
 }
 
@@ -130,7 +133,10 @@ impl MemHost {
         MemHost {
             inner: std::rc::Rc::new(MemInner {
                 now: Cell::new(UNIX_EPOCH + Duration::from_secs(1_767_225_600)),
-                store: RefCell::new(Store { entries: HashMap::new(), next_cas: 1 }),
+                store: RefCell::new(Store {
+                    entries: HashMap::new(),
+                    next_cas: 1,
+                }),
                 metrics: RefCell::new(Vec::new()),
                 calls: RefCell::new(Vec::new()),
                 next_token: Cell::new(1),
@@ -166,7 +172,12 @@ impl MemHost {
 
     /// Names of every defined metric.
     pub fn metric_names(&self) -> Vec<String> {
-        self.inner.metrics.borrow().iter().map(|(n, _, _)| n.clone()).collect()
+        self.inner
+            .metrics
+            .borrow()
+            .iter()
+            .map(|(n, _, _)| n.clone())
+            .collect()
     }
 
     /// Number of shared-data keys ever written.
@@ -176,7 +187,13 @@ impl MemHost {
 
     /// Total bytes of shared-data keys and values.
     pub fn shared_bytes(&self) -> usize {
-        self.inner.store.borrow().entries.iter().map(|(k, (v, _))| k.len() + v.len()).sum()
+        self.inner
+            .store
+            .borrow()
+            .entries
+            .iter()
+            .map(|(k, (v, _))| k.len() + v.len())
+            .sum()
     }
 
     /// HTTP calls made so far, oldest first.
@@ -212,7 +229,9 @@ impl Host for MemHost {
                 return Err(HostError::CasMismatch);
             }
         }
-        store.entries.insert(key.to_string(), (value.to_vec(), next));
+        store
+            .entries
+            .insert(key.to_string(), (value.to_vec(), next));
         Ok(())
     }
 
@@ -222,7 +241,9 @@ impl Host for MemHost {
             return Ok(MetricId(u32::try_from(i).unwrap_or(u32::MAX)));
         }
         metrics.push((name.to_string(), kind, 0));
-        Ok(MetricId(u32::try_from(metrics.len() - 1).unwrap_or(u32::MAX)))
+        Ok(MetricId(
+            u32::try_from(metrics.len() - 1).unwrap_or(u32::MAX),
+        ))
     }
 
     fn increment_metric(&self, id: MetricId, delta: i64) {
@@ -249,7 +270,10 @@ impl Host for MemHost {
         self.inner.calls.borrow_mut().push(RecordedCall {
             token,
             cluster: cluster.to_string(),
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             body: body.map(<[u8]>::to_vec),
             timeout,
         });
@@ -270,9 +294,15 @@ mod tests {
         let (v, cas) = worker_b.shared_get("k").unwrap().unwrap();
         assert_eq!(v, b"1");
         worker_a.shared_set("k", b"2", Some(cas)).unwrap();
-        assert_eq!(worker_b.shared_set("k", b"3", Some(cas)), Err(HostError::CasMismatch));
+        assert_eq!(
+            worker_b.shared_set("k", b"3", Some(cas)),
+            Err(HostError::CasMismatch)
+        );
         assert_eq!(worker_b.shared_get("k").unwrap().unwrap().0, b"2");
-        assert_eq!(worker_a.shared_set("new", b"x", Some(7)), Err(HostError::CasMismatch));
+        assert_eq!(
+            worker_a.shared_set("new", b"x", Some(7)),
+            Err(HostError::CasMismatch)
+        );
     }
 
     #[test]
@@ -281,7 +311,10 @@ mod tests {
         h.shared_set("k", b"1", None).unwrap();
         let (_, cas) = h.shared_get("k").unwrap().unwrap();
         h.fail_next_cas(1);
-        assert_eq!(h.shared_set("k", b"2", Some(cas)), Err(HostError::CasMismatch));
+        assert_eq!(
+            h.shared_set("k", b"2", Some(cas)),
+            Err(HostError::CasMismatch)
+        );
         let (v, cas2) = h.shared_get("k").unwrap().unwrap();
         assert_eq!(v, b"1");
         assert_ne!(cas, cas2);
@@ -292,8 +325,12 @@ mod tests {
     fn metrics_are_shared_by_name() {
         let a = MemHost::new();
         let b = a.clone();
-        let ia = a.define_metric(MetricKind::Counter, "meshwall.x.allowed").unwrap();
-        let ib = b.define_metric(MetricKind::Counter, "meshwall.x.allowed").unwrap();
+        let ia = a
+            .define_metric(MetricKind::Counter, "meshwall.x.allowed")
+            .unwrap();
+        let ib = b
+            .define_metric(MetricKind::Counter, "meshwall.x.allowed")
+            .unwrap();
         a.increment_metric(ia, 2);
         b.increment_metric(ib, 3);
         assert_eq!(a.metric("meshwall.x.allowed"), 5);

@@ -10,7 +10,9 @@ impl Headers {
     }
 
     /// Builds a list from pairs; names are lower-cased.
-    pub fn from_pairs<K: AsRef<str>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn from_pairs<K: AsRef<str>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         Headers(
             pairs
                 .into_iter()
@@ -55,7 +57,9 @@ impl Headers {
                     self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
                     self.0.push((name.to_ascii_lowercase(), value.clone()));
                 }
-                HeaderOp::Append(name, value) => self.0.push((name.to_ascii_lowercase(), value.clone())),
+                HeaderOp::Append(name, value) => {
+                    self.0.push((name.to_ascii_lowercase(), value.clone()))
+                }
                 HeaderOp::Remove(name) => self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name)),
             }
         }
@@ -118,7 +122,8 @@ pub struct Response {
 
 /// Splits a raw header list from the host into pseudo-headers and regular headers.
 pub fn split_pseudo(raw: Vec<(String, String)>) -> (Vec<(String, String)>, Headers) {
-    let (pseudo, regular): (Vec<_>, Vec<_>) = raw.into_iter().partition(|(k, _)| k.starts_with(':'));
+    let (pseudo, regular): (Vec<_>, Vec<_>) =
+        raw.into_iter().partition(|(k, _)| k.starts_with(':'));
     (pseudo, Headers(regular))
 }
 
@@ -150,10 +155,16 @@ mod tests {
 
     #[test]
     fn path_and_query_split() {
-        let r = Request { path: "/a/b?x=1&y".into(), ..Default::default() };
+        let r = Request {
+            path: "/a/b?x=1&y".into(),
+            ..Default::default()
+        };
         assert_eq!(r.path_only(), "/a/b");
         assert_eq!(r.query(), Some("x=1&y"));
-        let r = Request { path: "/a".into(), ..Default::default() };
+        let r = Request {
+            path: "/a".into(),
+            ..Default::default()
+        };
         assert_eq!((r.path_only(), r.query()), ("/a", None));
     }
 

@@ -26,18 +26,34 @@ pub trait Policy: Sized + 'static {
     fn new(config: Self::Config, host: &dyn Host) -> Result<Self, ConfigError>;
 
     /// Request headers have arrived.
-    fn on_request_headers(&self, _ex: &mut Self::Exchange, _req: &Request, _host: &dyn Host) -> Action {
+    fn on_request_headers(
+        &self,
+        _ex: &mut Self::Exchange,
+        _req: &Request,
+        _host: &dyn Host,
+    ) -> Action {
         Action::proceed()
     }
 
     /// The body asked for with [`Action::ReadBody`] is complete (or too large).
-    fn on_request_body(&self, _ex: &mut Self::Exchange, _req: &Request, _body: Body<'_>, _host: &dyn Host) -> Action {
+    fn on_request_body(
+        &self,
+        _ex: &mut Self::Exchange,
+        _req: &Request,
+        _body: Body<'_>,
+        _host: &dyn Host,
+    ) -> Action {
         Action::proceed()
     }
 
     /// Response headers are about to go downstream: upstream responses and local replies
     /// (Envoy's or another filter's) alike.
-    fn on_response_headers(&self, _ex: &mut Self::Exchange, _resp: &Response, _host: &dyn Host) -> Vec<HeaderOp> {
+    fn on_response_headers(
+        &self,
+        _ex: &mut Self::Exchange,
+        _resp: &Response,
+        _host: &dyn Host,
+    ) -> Vec<HeaderOp> {
         Vec::new()
     }
 

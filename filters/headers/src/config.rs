@@ -27,19 +27,54 @@ pub const DEFAULT_RESPONSE_HEADERS_TO_REMOVE: &[&str] = &[
 
 /// The `owasp_api` security header preset: (name, value, action).
 pub const OWASP_API_HEADERS: &[(&str, &str, AppendAction)] = &[
-    ("strict-transport-security", "max-age=63072000; includeSubDomains", AppendAction::OverwriteIfExistsOrAdd),
-    ("x-content-type-options", "nosniff", AppendAction::OverwriteIfExistsOrAdd),
-    ("x-frame-options", "DENY", AppendAction::OverwriteIfExistsOrAdd),
-    ("referrer-policy", "no-referrer", AppendAction::OverwriteIfExistsOrAdd),
-    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'", AppendAction::OverwriteIfExistsOrAdd),
-    ("cross-origin-resource-policy", "same-origin", AppendAction::OverwriteIfExistsOrAdd),
-    ("x-permitted-cross-domain-policies", "none", AppendAction::OverwriteIfExistsOrAdd),
+    (
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+        AppendAction::OverwriteIfExistsOrAdd,
+    ),
+    (
+        "x-content-type-options",
+        "nosniff",
+        AppendAction::OverwriteIfExistsOrAdd,
+    ),
+    (
+        "x-frame-options",
+        "DENY",
+        AppendAction::OverwriteIfExistsOrAdd,
+    ),
+    (
+        "referrer-policy",
+        "no-referrer",
+        AppendAction::OverwriteIfExistsOrAdd,
+    ),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+        AppendAction::OverwriteIfExistsOrAdd,
+    ),
+    (
+        "cross-origin-resource-policy",
+        "same-origin",
+        AppendAction::OverwriteIfExistsOrAdd,
+    ),
+    (
+        "x-permitted-cross-domain-policies",
+        "none",
+        AppendAction::OverwriteIfExistsOrAdd,
+    ),
     ("cache-control", "no-store", AppendAction::AddIfAbsent),
 ];
 
 /// Headers that carry HTTP framing or routing: removing or setting them would corrupt the
 /// exchange, so the configuration refuses them.
-const PROTECTED: &[&str] = &["content-length", "transfer-encoding", "host", "connection", "upgrade", "te"];
+const PROTECTED: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "upgrade",
+    "te",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -124,7 +159,10 @@ impl Default for HeadersConfig {
 }
 
 fn default_remove() -> Vec<String> {
-    DEFAULT_RESPONSE_HEADERS_TO_REMOVE.iter().map(|s| s.to_string()).collect()
+    DEFAULT_RESPONSE_HEADERS_TO_REMOVE
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// RFC 9110 token characters.
@@ -138,24 +176,42 @@ pub(crate) fn check_name(field: &str, name: &str) -> Result<String, ConfigError>
         return Err(ConfigError::new(field, "header name must not be empty"));
     }
     if name.starts_with(':') {
-        return Err(ConfigError::new(field, format!("pseudo-header `{name}` cannot be changed")));
+        return Err(ConfigError::new(
+            field,
+            format!("pseudo-header `{name}` cannot be changed"),
+        ));
     }
     if !name.chars().all(is_tchar) {
-        return Err(ConfigError::new(field, format!("`{name}` is not a valid header name")));
+        return Err(ConfigError::new(
+            field,
+            format!("`{name}` is not a valid header name"),
+        ));
     }
     let lower = name.to_ascii_lowercase();
     if PROTECTED.contains(&lower.as_str()) {
-        return Err(ConfigError::new(field, format!("`{lower}` carries HTTP framing or routing and cannot be changed")));
+        return Err(ConfigError::new(
+            field,
+            format!("`{lower}` carries HTTP framing or routing and cannot be changed"),
+        ));
     }
     Ok(lower)
 }
 
 pub(crate) fn check_value(field: &str, value: &str) -> Result<(), ConfigError> {
-    if value.chars().any(|c| c == '\r' || c == '\n' || c == '\0' || (c.is_control() && c != '\t')) {
-        return Err(ConfigError::new(field, "header value must not contain control characters"));
+    if value
+        .chars()
+        .any(|c| c == '\r' || c == '\n' || c == '\0' || (c.is_control() && c != '\t'))
+    {
+        return Err(ConfigError::new(
+            field,
+            "header value must not contain control characters",
+        ));
     }
     if value.trim() != value {
-        return Err(ConfigError::new(field, "header value must not start or end with white space"));
+        return Err(ConfigError::new(
+            field,
+            "header value must not start or end with white space",
+        ));
     }
     Ok(())
 }

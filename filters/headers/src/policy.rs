@@ -1,6 +1,8 @@
 //! The `headers` policy: decides which headers to remove and add. No host calls.
 
-use crate::config::{check_name, check_value, AppendAction, HeadersConfig, Preset, OWASP_API_HEADERS};
+use crate::config::{
+    check_name, check_value, AppendAction, HeadersConfig, Preset, OWASP_API_HEADERS,
+};
 use meshwall_core::{Action, ConfigError, HeaderOp, Host, Policy, Request, Response};
 
 /// A header to add to responses.
@@ -28,24 +30,29 @@ impl Strip {
             }
         }
         for (i, p) in prefixes.iter().enumerate() {
-            s.prefixes.push(check_name(&format!("{field}_prefixes_to_remove[{i}]"), p)?);
+            s.prefixes
+                .push(check_name(&format!("{field}_prefixes_to_remove[{i}]"), p)?);
         }
         Ok(s)
     }
 
     fn matches(&self, name: &str) -> bool {
         self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
-            || self
-                .prefixes
-                .iter()
-                .any(|p| name.len() >= p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
+            || self.prefixes.iter().any(|p| {
+                name.len() >= p.len()
+                    && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            })
     }
 
     /// One `Remove` per distinct matching name present.
     fn ops<'a>(&self, present: impl Iterator<Item = &'a str>) -> Vec<HeaderOp> {
         let mut ops: Vec<HeaderOp> = Vec::new();
         for name in present {
-            if self.matches(name) && !ops.iter().any(|op| matches!(op, HeaderOp::Remove(n) if n.eq_ignore_ascii_case(name))) {
+            if self.matches(name)
+                && !ops
+                    .iter()
+                    .any(|op| matches!(op, HeaderOp::Remove(n) if n.eq_ignore_ascii_case(name)))
+            {
                 ops.push(HeaderOp::Remove(name.to_ascii_lowercase()));
             }
         }
@@ -74,24 +81,38 @@ impl HeadersPolicy {
                 let field = format!("security_headers_exclude[{i}]");
                 let n = check_name(&field, n)?;
                 if !OWASP_API_HEADERS.iter().any(|(p, _, _)| *p == n) {
-                    return Err(ConfigError::new(field, format!("`{n}` is not in the owasp_api preset")));
+                    return Err(ConfigError::new(
+                        field,
+                        format!("`{n}` is not in the owasp_api preset"),
+                    ));
                 }
                 excluded.push(n);
             }
             for (name, value, action) in OWASP_API_HEADERS {
                 if !excluded.iter().any(|e| e == name) {
-                    add.push(AddHeader { name: name.to_string(), value: value.to_string(), action: *action });
+                    add.push(AddHeader {
+                        name: name.to_string(),
+                        value: value.to_string(),
+                        action: *action,
+                    });
                 }
             }
         } else if !cfg.security_headers_exclude.is_empty() {
-            return Err(ConfigError::new("security_headers_exclude", "only applies with security_headers `owasp_api`"));
+            return Err(ConfigError::new(
+                "security_headers_exclude",
+                "only applies with security_headers `owasp_api`",
+            ));
         }
         for (i, opt) in cfg.response_headers_to_add.iter().enumerate() {
             let field = format!("response_headers_to_add[{i}].header");
             let name = check_name(&format!("{field}.key"), &opt.header.key)?;
             check_value(&format!("{field}.value"), &opt.header.value)?;
             add.retain(|a| a.name != name);
-            add.push(AddHeader { name, value: opt.header.value.clone(), action: opt.append_action });
+            add.push(AddHeader {
+                name,
+                value: opt.header.value.clone(),
+                action: opt.append_action,
+            });
         }
         Ok(HeadersPolicy {
             add,
@@ -100,13 +121,17 @@ impl HeadersPolicy {
                 &cfg.response_header_prefixes_to_remove,
                 "response_header",
             )
-            .map_err(|e| rename_field(e, "response_header_to_remove", "response_headers_to_remove"))?,
+            .map_err(|e| {
+                rename_field(e, "response_header_to_remove", "response_headers_to_remove")
+            })?,
             request_strip: Strip::build(
                 &cfg.request_headers_to_remove,
                 &cfg.request_header_prefixes_to_remove,
                 "request_header",
             )
-            .map_err(|e| rename_field(e, "request_header_to_remove", "request_headers_to_remove"))?,
+            .map_err(|e| {
+                rename_field(e, "request_header_to_remove", "request_headers_to_remove")
+            })?,
         })
     }
 
@@ -114,13 +139,23 @@ impl HeadersPolicy {
     pub fn response_ops(&self, resp: &Response) -> Vec<HeaderOp> {
         let mut ops = self.response_strip.ops(resp.headers.names());
         for a in &self.add {
-            let removed = ops.iter().any(|op| matches!(op, HeaderOp::Remove(n) if *n == a.name));
+            let removed = ops
+                .iter()
+                .any(|op| matches!(op, HeaderOp::Remove(n) if *n == a.name));
             let present = resp.headers.contains(&a.name) && !removed;
             let op = match a.action {
-                AppendAction::OverwriteIfExistsOrAdd => Some(HeaderOp::Set(a.name.clone(), a.value.clone())),
-                AppendAction::AppendIfExistsOrAdd => Some(HeaderOp::Append(a.name.clone(), a.value.clone())),
-                AppendAction::AddIfAbsent => (!present).then(|| HeaderOp::Set(a.name.clone(), a.value.clone())),
-                AppendAction::OverwriteIfExists => present.then(|| HeaderOp::Set(a.name.clone(), a.value.clone())),
+                AppendAction::OverwriteIfExistsOrAdd => {
+                    Some(HeaderOp::Set(a.name.clone(), a.value.clone()))
+                }
+                AppendAction::AppendIfExistsOrAdd => {
+                    Some(HeaderOp::Append(a.name.clone(), a.value.clone()))
+                }
+                AppendAction::AddIfAbsent => {
+                    (!present).then(|| HeaderOp::Set(a.name.clone(), a.value.clone()))
+                }
+                AppendAction::OverwriteIfExists => {
+                    present.then(|| HeaderOp::Set(a.name.clone(), a.value.clone()))
+                }
             };
             ops.extend(op);
         }
@@ -147,7 +182,12 @@ impl Policy for HeadersPolicy {
         Action::Continue(self.request_strip.ops(req.headers.names()))
     }
 
-    fn on_response_headers(&self, _ex: &mut (), resp: &Response, _host: &dyn Host) -> Vec<HeaderOp> {
+    fn on_response_headers(
+        &self,
+        _ex: &mut (),
+        resp: &Response,
+        _host: &dyn Host,
+    ) -> Vec<HeaderOp> {
         self.response_ops(resp)
     }
 }
@@ -163,7 +203,10 @@ mod tests {
     }
 
     fn respond(p: &HeadersPolicy, pairs: &[(&str, &str)]) -> Headers {
-        let resp = Response { status: 200, headers: Headers::from_pairs(pairs.iter().copied()) };
+        let resp = Response {
+            status: 200,
+            headers: Headers::from_pairs(pairs.iter().copied()),
+        };
         let mut h = resp.headers.clone();
         h.apply(&p.on_response_headers(&mut (), &resp, &MemHost::new()));
         h
@@ -182,24 +225,47 @@ mod tests {
                 ("content-type", "application/json"),
             ],
         );
-        for gone in ["server", "x-powered-by", "x-aspnet-version", "x-envoy-upstream-service-time"] {
+        for gone in [
+            "server",
+            "x-powered-by",
+            "x-aspnet-version",
+            "x-envoy-upstream-service-time",
+        ] {
             assert!(!h.contains(gone), "{gone} should be removed");
         }
         assert_eq!(h.get("content-type"), Some("application/json"));
         assert_eq!(h.get("x-content-type-options"), Some("nosniff"));
         assert_eq!(h.get("x-frame-options"), Some("DENY"));
-        assert_eq!(h.get("strict-transport-security"), Some("max-age=63072000; includeSubDomains"));
+        assert_eq!(
+            h.get("strict-transport-security"),
+            Some("max-age=63072000; includeSubDomains")
+        );
         assert_eq!(h.get("referrer-policy"), Some("no-referrer"));
         assert_eq!(h.get("cache-control"), Some("no-store"));
-        assert!(h.get("content-security-policy").unwrap().contains("default-src 'none'"));
+        assert!(h
+            .get("content-security-policy")
+            .unwrap()
+            .contains("default-src 'none'"));
     }
 
     #[test]
     fn preset_overwrites_but_cache_control_only_if_absent() {
         let p = policy("{}").unwrap();
-        let h = respond(&p, &[("x-frame-options", "ALLOWALL"), ("cache-control", "max-age=60")]);
-        assert_eq!(h.get_all("x-frame-options").collect::<Vec<_>>(), vec!["DENY"]);
-        assert_eq!(h.get_all("cache-control").collect::<Vec<_>>(), vec!["max-age=60"]);
+        let h = respond(
+            &p,
+            &[
+                ("x-frame-options", "ALLOWALL"),
+                ("cache-control", "max-age=60"),
+            ],
+        );
+        assert_eq!(
+            h.get_all("x-frame-options").collect::<Vec<_>>(),
+            vec!["DENY"]
+        );
+        assert_eq!(
+            h.get_all("cache-control").collect::<Vec<_>>(),
+            vec!["max-age=60"]
+        );
     }
 
     #[test]
@@ -238,25 +304,51 @@ mod tests {
         .unwrap();
         let h = respond(&p, &[]);
         assert!(!h.contains("x-frame-options"));
-        assert_eq!(h.get_all("strict-transport-security").collect::<Vec<_>>(), vec!["max-age=600"]);
+        assert_eq!(
+            h.get_all("strict-transport-security").collect::<Vec<_>>(),
+            vec!["max-age=600"]
+        );
     }
 
     #[test]
     fn prefixes_and_custom_lists() {
         let p = policy(r#"{"response_headers_to_remove":["x-secret"],"response_header_prefixes_to_remove":["X-Internal-"]}"#).unwrap();
-        let h = respond(&p, &[("x-internal-trace", "1"), ("X-Internal-Host", "db1"), ("x-secret", "s"), ("server", "kept")]);
-        assert!(!h.contains("x-internal-trace") && !h.contains("x-internal-host") && !h.contains("x-secret"));
-        assert_eq!(h.get("server"), Some("kept"), "a custom list replaces the default list");
+        let h = respond(
+            &p,
+            &[
+                ("x-internal-trace", "1"),
+                ("X-Internal-Host", "db1"),
+                ("x-secret", "s"),
+                ("server", "kept"),
+            ],
+        );
+        assert!(
+            !h.contains("x-internal-trace")
+                && !h.contains("x-internal-host")
+                && !h.contains("x-secret")
+        );
+        assert_eq!(
+            h.get("server"),
+            Some("kept"),
+            "a custom list replaces the default list"
+        );
     }
 
     #[test]
     fn request_headers_stripped() {
         let p = policy(r#"{"request_headers_to_remove":["x-user-id"],"request_header_prefixes_to_remove":["x-internal-"]}"#).unwrap();
         let req = Request {
-            headers: Headers::from_pairs([("x-user-id", "admin"), ("x-internal-role", "root"), ("accept", "*/*"), ("X-User-Id", "2")]),
+            headers: Headers::from_pairs([
+                ("x-user-id", "admin"),
+                ("x-internal-role", "root"),
+                ("accept", "*/*"),
+                ("X-User-Id", "2"),
+            ]),
             ..Default::default()
         };
-        let Action::Continue(ops) = p.on_request_headers(&mut (), &req, &MemHost::new()) else { panic!("must continue") };
+        let Action::Continue(ops) = p.on_request_headers(&mut (), &req, &MemHost::new()) else {
+            panic!("must continue")
+        };
         let mut h = req.headers.clone();
         h.apply(&ops);
         assert_eq!(h.names().collect::<Vec<_>>(), vec!["accept"]);
@@ -267,17 +359,61 @@ mod tests {
     fn bad_configs_name_the_field() {
         let cases = [
             (r#"{"bogus":1}"#, "bogus", "unknown field `bogus`"),
-            (r#"{"security_headers":"strict"}"#, "security_headers", "unknown variant"),
-            (r#"{"response_headers_to_remove":"server"}"#, "response_headers_to_remove", "invalid type"),
-            (r#"{"response_headers_to_remove":["ok","bad name"]}"#, "response_headers_to_remove[1]", "not a valid header name"),
-            (r#"{"request_header_prefixes_to_remove":[""]}"#, "request_header_prefixes_to_remove[0]", "must not be empty"),
-            (r#"{"request_headers_to_remove":["Content-Length"]}"#, "request_headers_to_remove[0]", "framing"),
-            (r#"{"response_headers_to_add":[{"header":{"key":":status","value":"200"}}]}"#, "response_headers_to_add[0].header.key", "pseudo-header"),
-            (r#"{"response_headers_to_add":[{"header":{"key":"a","value":"x\r\ny: z"}}]}"#, "response_headers_to_add[0].header.value", "control characters"),
-            (r#"{"response_headers_to_add":[{"header":{"key":"a","value":"1"},"append_action":"APPEND"}]}"#, "response_headers_to_add[0].append_action", "unknown variant"),
-            (r#"{"response_headers_to_add":[{"header":{"key":"a","value":"1","extra":true}}]}"#, "response_headers_to_add[0].header.extra", "unknown field `extra`"),
-            (r#"{"security_headers_exclude":["x-nope"]}"#, "security_headers_exclude[0]", "not in the owasp_api preset"),
-            (r#"{"security_headers":"none","security_headers_exclude":["x-frame-options"]}"#, "security_headers_exclude", "only applies"),
+            (
+                r#"{"security_headers":"strict"}"#,
+                "security_headers",
+                "unknown variant",
+            ),
+            (
+                r#"{"response_headers_to_remove":"server"}"#,
+                "response_headers_to_remove",
+                "invalid type",
+            ),
+            (
+                r#"{"response_headers_to_remove":["ok","bad name"]}"#,
+                "response_headers_to_remove[1]",
+                "not a valid header name",
+            ),
+            (
+                r#"{"request_header_prefixes_to_remove":[""]}"#,
+                "request_header_prefixes_to_remove[0]",
+                "must not be empty",
+            ),
+            (
+                r#"{"request_headers_to_remove":["Content-Length"]}"#,
+                "request_headers_to_remove[0]",
+                "framing",
+            ),
+            (
+                r#"{"response_headers_to_add":[{"header":{"key":":status","value":"200"}}]}"#,
+                "response_headers_to_add[0].header.key",
+                "pseudo-header",
+            ),
+            (
+                r#"{"response_headers_to_add":[{"header":{"key":"a","value":"x\r\ny: z"}}]}"#,
+                "response_headers_to_add[0].header.value",
+                "control characters",
+            ),
+            (
+                r#"{"response_headers_to_add":[{"header":{"key":"a","value":"1"},"append_action":"APPEND"}]}"#,
+                "response_headers_to_add[0].append_action",
+                "unknown variant",
+            ),
+            (
+                r#"{"response_headers_to_add":[{"header":{"key":"a","value":"1","extra":true}}]}"#,
+                "response_headers_to_add[0].header.extra",
+                "unknown field `extra`",
+            ),
+            (
+                r#"{"security_headers_exclude":["x-nope"]}"#,
+                "security_headers_exclude[0]",
+                "not in the owasp_api preset",
+            ),
+            (
+                r#"{"security_headers":"none","security_headers_exclude":["x-frame-options"]}"#,
+                "security_headers_exclude",
+                "only applies",
+            ),
         ];
         for (json, field, reason) in cases {
             let e = policy(json).expect_err(json);

@@ -208,7 +208,7 @@ struct Http<P: Policy> {
 }
 
 impl<P: Policy> Http<P> {
-    fn read_request(end_of_stream: bool) -> Request {
+    fn read_request(end_of_stream: bool, with_client_ip: bool) -> Request {
         let (pseudo, headers) = split_pseudo(read_map(MapType::HttpRequestHeaders));
         let pseudo_value = |name: &str| {
             pseudo
@@ -217,9 +217,9 @@ impl<P: Policy> Http<P> {
                 .map(|(_, v)| v.clone())
                 .unwrap_or_default()
         };
-        let client_ip = hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
+        let client_ip = with_client_ip
+            .then(|| hostcalls::get_property(vec!["source", "address"]))
+            .and_then(|r| r.ok().flatten())
             .and_then(|b| String::from_utf8(b).ok())
             .map(|a| client_ip_from_address(&a).to_string());
         Request {
@@ -288,7 +288,10 @@ impl<P: Policy> HttpContext for Http<P> {
             send_reply(&LocalReply::problem(503, "filter not configured"));
             return WasmAction::Pause;
         };
-        let req = Self::read_request(end_of_stream);
+        if !policy.uses_request() {
+            return WasmAction::Continue;
+        }
+        let req = Self::read_request(end_of_stream, policy.uses_client_ip());
         let action = policy.on_request_headers(&mut self.ex, &req, &WasmHost);
         self.act(action, req, end_of_stream)
     }

@@ -25,6 +25,17 @@ pub trait Policy: Sized + 'static {
     /// name the field. Metrics are defined here.
     fn new(config: Self::Config, host: &dyn Host) -> Result<Self, ConfigError>;
 
+    /// Whether `on_request_headers` has anything to do. When false, the adaptor skips the
+    /// request phase entirely (reading headers from the host costs time inside the VM).
+    fn uses_request(&self) -> bool {
+        true
+    }
+
+    /// Whether the policy reads [`Request::client_ip`] (one more host call per request).
+    fn uses_client_ip(&self) -> bool {
+        true
+    }
+
     /// Request headers have arrived.
     fn on_request_headers(
         &self,

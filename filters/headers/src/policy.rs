@@ -178,6 +178,14 @@ impl Policy for HeadersPolicy {
         Self::from_config(config)
     }
 
+    fn uses_request(&self) -> bool {
+        !self.request_strip.names.is_empty() || !self.request_strip.prefixes.is_empty()
+    }
+
+    fn uses_client_ip(&self) -> bool {
+        false
+    }
+
     fn on_request_headers(&self, _ex: &mut (), req: &Request, _host: &dyn Host) -> Action {
         Action::Continue(self.request_strip.ops(req.headers.names()))
     }
@@ -332,6 +340,15 @@ mod tests {
             Some("kept"),
             "a custom list replaces the default list"
         );
+    }
+
+    #[test]
+    fn request_phase_skipped_unless_configured() {
+        assert!(!policy("{}").unwrap().uses_request());
+        assert!(policy(r#"{"request_header_prefixes_to_remove":["x-i-"]}"#)
+            .unwrap()
+            .uses_request());
+        assert!(!policy("{}").unwrap().uses_client_ip());
     }
 
     #[test]

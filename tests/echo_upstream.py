@@ -52,6 +52,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _serve(self):
+        try:
+            self._echo()
+        except (BrokenPipeError, ConnectionResetError):
+            # Envoy reset the stream (e.g. a filter refused the body after the headers went on).
+            self.close_connection = True
+
+    def _echo(self):
         length = self.headers.get("Content-Length")
         if length is not None:
             body = self.rfile.read(int(length))

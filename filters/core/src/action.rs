@@ -8,9 +8,13 @@ use serde_json::{Map, Value};
 pub enum Action {
     /// Let the request go on, after applying these changes to its headers.
     Continue(Vec<HeaderOp>),
-    /// Hold the request until its whole body is buffered (at most `max_bytes`), then call
+    /// Hold the request body until it is complete (at most `max_bytes`), then call
     /// `Policy::on_request_body`. The header changes apply now. Only meaningful as the
     /// answer to `on_request_headers`.
+    ///
+    /// In proxy-wasm a paused header phase also stops the body callbacks, so the headers go
+    /// on to the next filter (the router may open the upstream request) while the body is
+    /// held here; a rejected body is answered locally and never reaches the upstream.
     ReadBody {
         max_bytes: usize,
         ops: Vec<HeaderOp>,

@@ -257,7 +257,11 @@ impl<P: Policy> Http<P> {
                 } else {
                     self.body_limit = max_bytes;
                     self.req = Some(req);
-                    WasmAction::Pause
+                    // Pausing here (StopAllIteration) would also hold the body back from this
+                    // filter, so `on_http_request_body` would never run and the request would
+                    // hang. The headers continue; the body is held (Pause in the body callback,
+                    // StopIterationAndBuffer) until it is complete and checked.
+                    WasmAction::Continue
                 }
             }
         }

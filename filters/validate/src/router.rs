@@ -1,0 +1,271 @@
+//! Path template matching with OpenAPI precedence.
+//!
+//! Our own small matcher rather than `matchit`: OpenAPI allows several parameters and
+//! literal text in one segment (`/reports/{year}-{month}.{format}`), which `matchit`
+//! refuses, and OpenAPI's rule — concrete segments win over templated ones, compared from
+//! the left — is easiest to guarantee by sorting the templates once. Templates are grouped
+//! by segment count (a parameter never spans `/`), so a lookup scans one small group.
+
+use percent_encoding::percent_decode_str;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    Param(String),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    segments: Vec<Vec<Part>>,
+    rank: Vec<u8>,
+    literal_len: usize,
+    template: String,
+    item: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Router {
+    by_len: HashMap<usize, Vec<Entry>>,
+}
+
+/// Splits a path template into segments of literal and parameter parts.
+fn parse_template(t: &str) -> Result<Vec<Vec<Part>>, String> {
+    let body = t
+        .strip_prefix('/')
+        .ok_or_else(|| "path must start with `/`".to_string())?;
+    let mut segs = Vec::new();
+    for seg in body.split('/') {
+        let mut parts = Vec::new();
+        let mut rest = seg;
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix('{') {
+                let end = after
+                    .find('}')
+                    .ok_or_else(|| "unclosed `{` in path template".to_string())?;
+                let name = after.get(..end).unwrap_or_default();
+                if name.is_empty() || name.contains('{') {
+                    return Err("empty or nested parameter name in path template".into());
+                }
+                if matches!(parts.last(), Some(Part::Param(_))) {
+                    return Err("two parameters without literal text between them".into());
+                }
+                parts.push(Part::Param(name.to_string()));
+                rest = after.get(end + 1..).unwrap_or_default();
+            } else {
+                let end = rest.find('{').unwrap_or(rest.len());
+                if rest.get(..end).is_some_and(|l| l.contains('}')) {
+                    return Err("unmatched `}` in path template".into());
+                }
+                parts.push(Part::Lit(decode(rest.get(..end).unwrap_or_default())));
+                rest = rest.get(end..).unwrap_or_default();
+            }
+        }
+        segs.push(parts);
+    }
+    Ok(segs)
+}
+
+fn decode(s: &str) -> String {
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+impl Router {
+    /// Adds template `t` for path item number `item`.
+    pub fn insert(&mut self, t: &str, item: usize) -> Result<(), String> {
+        let segments = parse_template(t)?;
+        let rank = segments
+            .iter()
+            .map(|s| match s.as_slice() {
+                [Part::Lit(_)] | [] => 0,
+                [Part::Param(_)] => 2,
+                _ => 1,
+            })
+            .collect();
+        let literal_len = segments
+            .iter()
+            .flatten()
+            .map(|p| if let Part::Lit(l) = p { l.len() } else { 0 })
+            .sum();
+        let group = self.by_len.entry(segments.len()).or_default();
+        for e in group.iter() {
+            if same_shape(&e.segments, &segments) {
+                return Err(format!("path template is equivalent to `{}`", e.template));
+            }
+        }
+        group.push(Entry {
+            segments,
+            rank,
+            literal_len,
+            template: t.to_string(),
+            item,
+        });
+        group.sort_by(|a, b| {
+            a.rank
+                .cmp(&b.rank)
+                .then(b.literal_len.cmp(&a.literal_len))
+                .then(a.template.cmp(&b.template))
+        });
+        Ok(())
+    }
+
+    /// The path item matching `path` (no query string, base path already removed) and the
+    /// decoded path parameter values.
+    pub fn find(&self, path: &str) -> Option<(usize, Vec<(String, String)>)> {
+        let body = path.strip_prefix('/')?;
+        let raw: Vec<&str> = body.split('/').collect();
+        let group = self.by_len.get(&raw.len())?;
+        let decoded: Vec<String> = raw.iter().map(|s| decode(s)).collect();
+        'entries: for e in group {
+            let mut params = Vec::new();
+            for (parts, seg) in e.segments.iter().zip(&decoded) {
+                if !match_segment(parts, seg, &mut params) {
+                    continue 'entries;
+                }
+            }
+            return Some((e.item, params));
+        }
+        None
+    }
+}
+
+/// Templates that differ only in parameter names are the same path (invalid in OpenAPI).
+fn same_shape(a: &[Vec<Part>], b: &[Vec<Part>]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.len() == y.len()
+                && x.iter().zip(y).all(|(p, q)| match (p, q) {
+                    (Part::Lit(l), Part::Lit(m)) => l == m,
+                    (Part::Param(_), Part::Param(_)) => true,
+                    _ => false,
+                })
+        })
+}
+
+fn match_segment(parts: &[Part], seg: &str, params: &mut Vec<(String, String)>) -> bool {
+    let mut rest = seg;
+    let mut i = 0;
+    while let Some(p) = parts.get(i) {
+        match p {
+            Part::Lit(l) => match rest.strip_prefix(l.as_str()) {
+                Some(r) => rest = r,
+                None => return false,
+            },
+            Part::Param(name) => {
+                // A parameter runs to the next literal's first occurrence (or the segment end).
+                let end = match parts.get(i + 1) {
+                    Some(Part::Lit(next)) => match rest.find(next.as_str()) {
+                        Some(e) => e,
+                        None => return false,
+                    },
+                    _ => rest.len(),
+                };
+                if end == 0 {
+                    return false;
+                }
+                params.push((
+                    name.clone(),
+                    rest.get(..end).unwrap_or_default().to_string(),
+                ));
+                rest = rest.get(end..).unwrap_or_default();
+            }
+        }
+        i += 1;
+    }
+    rest.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(ts: &[&str]) -> Router {
+        let mut r = Router::default();
+        for (i, t) in ts.iter().enumerate() {
+            r.insert(t, i).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn concrete_beats_templated_left_to_right() {
+        let r = router(&[
+            "/pets/{id}",
+            "/pets/mine",
+            "/{kind}/mine",
+            "/pets/{id}/toys/{toy}",
+            "/pets/{id}/toys/best",
+            "/",
+        ]);
+        assert_eq!(r.find("/pets/mine"), Some((1, vec![])));
+        assert_eq!(
+            r.find("/pets/7"),
+            Some((0, vec![("id".into(), "7".into())]))
+        );
+        assert_eq!(
+            r.find("/dogs/mine"),
+            Some((2, vec![("kind".into(), "dogs".into())]))
+        );
+        assert_eq!(r.find("/pets/7/toys/best").map(|m| m.0), Some(4));
+        assert_eq!(r.find("/pets/7/toys/ball").map(|m| m.0), Some(3));
+        assert_eq!(r.find("/").map(|m| m.0), Some(5));
+        assert_eq!(r.find("/pets"), None);
+        assert_eq!(
+            r.find("/pets/7/"),
+            None,
+            "trailing slash is a different path"
+        );
+        assert_eq!(r.find("/pets/"), None, "empty parameter value");
+        assert_eq!(r.find("pets/7"), None);
+    }
+
+    #[test]
+    fn several_parameters_in_one_segment() {
+        let r = router(&[
+            "/reports/{year}-{month}.{format}",
+            "/reports/{name}",
+            "/files/{name}.json",
+        ]);
+        assert_eq!(
+            r.find("/reports/2024-05.csv"),
+            Some((
+                0,
+                vec![
+                    ("year".into(), "2024".into()),
+                    ("month".into(), "05".into()),
+                    ("format".into(), "csv".into())
+                ]
+            ))
+        );
+        assert_eq!(r.find("/reports/summary").map(|m| m.0), Some(1));
+        assert_eq!(
+            r.find("/files/a.json"),
+            Some((2, vec![("name".into(), "a".into())]))
+        );
+        assert_eq!(r.find("/files/a.xml"), None);
+    }
+
+    #[test]
+    fn values_are_percent_decoded_after_splitting() {
+        let r = router(&["/users/{name}", "/a b"]);
+        assert_eq!(
+            r.find("/users/a%2Fb%20c"),
+            Some((0, vec![("name".into(), "a/b c".into())]))
+        );
+        assert_eq!(r.find("/a%20b").map(|m| m.0), Some(1));
+    }
+
+    #[test]
+    fn bad_templates_are_refused() {
+        let mut r = Router::default();
+        assert!(r.insert("pets", 0).is_err());
+        assert!(r.insert("/pets/{id", 0).is_err());
+        assert!(r.insert("/pets/{}", 0).is_err());
+        assert!(r.insert("/pets/{a}{b}", 0).is_err());
+        r.insert("/pets/{id}", 0).unwrap();
+        assert!(r
+            .insert("/pets/{petId}", 1)
+            .unwrap_err()
+            .contains("/pets/{id}"));
+    }
+}

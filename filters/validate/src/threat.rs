@@ -1,0 +1,586 @@
+//! JSON threat protection: one streaming pass over the raw body that checks the syntax and
+//! the structural limits before anything builds a tree from it.
+//!
+//! The scanner is iterative (an explicit stack bounded by `max_depth`), so no input can
+//! exhaust the call stack. Member names are unescaped before duplicate detection, so
+//! `"a"` and `"\u0061"` count as the same name (the classic parser-differential trick).
+
+use crate::config::JsonLimits;
+use std::collections::HashSet;
+
+/// Why a body was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Threat {
+    /// JSON Pointer of the offending location (`""` = the whole document).
+    pub pointer: String,
+    /// `maxDepth`, `maxArrayElements`, `maxObjectEntries`, `maxNameLength`,
+    /// `maxStringLength`, `duplicateName`, or `json` (not valid JSON).
+    pub keyword: &'static str,
+    pub message: String,
+}
+
+enum Frame {
+    Object {
+        names: HashSet<String>,
+        count: usize,
+        key: Option<String>,
+    },
+    Array {
+        count: usize,
+    },
+}
+
+/// Escapes one JSON Pointer reference token (RFC 6901).
+pub fn escape_token(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+    stack: Vec<Frame>,
+    limits: &'a JsonLimits,
+}
+
+/// Checks `body` against `limits`. `Ok` means it is one well-formed JSON text within every limit.
+pub fn scan(body: &[u8], limits: &JsonLimits) -> Result<(), Threat> {
+    if std::str::from_utf8(body).is_err() {
+        return Err(Threat {
+            pointer: String::new(),
+            keyword: "json",
+            message: "body is not valid UTF-8".into(),
+        });
+    }
+    let mut s = Scanner {
+        b: body,
+        i: 0,
+        stack: Vec::new(),
+        limits,
+    };
+    s.run()
+}
+
+impl Scanner<'_> {
+    fn pointer(&self) -> String {
+        let mut p = String::new();
+        for f in &self.stack {
+            p.push('/');
+            match f {
+                Frame::Object { key: Some(k), .. } => p.push_str(&escape_token(k)),
+                Frame::Object { key: None, .. } => {}
+                Frame::Array { count } => p.push_str(&count.saturating_sub(1).to_string()),
+            }
+        }
+        // An object whose current key is not known yet contributes no token.
+        if let Some(Frame::Object { key: None, .. }) = self.stack.last() {
+            p.pop();
+        }
+        p
+    }
+
+    /// Pointer of the innermost container itself (not of its current member).
+    fn container_pointer(&self) -> String {
+        let mut p = String::new();
+        let n = self.stack.len();
+        for f in self.stack.iter().take(n.saturating_sub(1)) {
+            p.push('/');
+            match f {
+                Frame::Object { key: Some(k), .. } => p.push_str(&escape_token(k)),
+                Frame::Object { key: None, .. } => {}
+                Frame::Array { count } => p.push_str(&count.saturating_sub(1).to_string()),
+            }
+        }
+        p
+    }
+
+    fn err(&self, keyword: &'static str, message: impl Into<String>) -> Threat {
+        Threat {
+            pointer: self.pointer(),
+            keyword,
+            message: message.into(),
+        }
+    }
+
+    fn syntax(&self) -> Threat {
+        let msg = if self.i >= self.b.len() {
+            "body is not valid JSON (unexpected end)".to_string()
+        } else {
+            format!("body is not valid JSON (at byte {})", self.i)
+        };
+        Threat {
+            pointer: self.pointer(),
+            keyword: "json",
+            message: msg,
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), Threat> {
+        self.skip_ws();
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.syntax())
+        }
+    }
+
+    fn run(&mut self) -> Result<(), Threat> {
+        self.value()?;
+        loop {
+            // After a value: close containers or move to the next member/element.
+            self.skip_ws();
+            let Some(top) = self.stack.last() else {
+                return if self.i == self.b.len() {
+                    Ok(())
+                } else {
+                    Err(self.syntax())
+                };
+            };
+            let is_object = matches!(top, Frame::Object { .. });
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    if is_object {
+                        self.member_name()?;
+                        self.value()?;
+                    } else {
+                        self.element()?;
+                    }
+                }
+                Some(b'}') if is_object => {
+                    self.i += 1;
+                    self.stack.pop();
+                }
+                Some(b']') if !is_object => {
+                    self.i += 1;
+                    self.stack.pop();
+                }
+                _ => return Err(self.syntax()),
+            }
+        }
+    }
+
+    /// Reads a member name and the colon after it; records it in the current object.
+    fn member_name(&mut self) -> Result<(), Threat> {
+        self.skip_ws();
+        if self.peek() != Some(b'"') {
+            return Err(self.syntax());
+        }
+        let max = self.limits.max_name_length;
+        let (name, len) = self.string(true)?;
+        let name = name.unwrap_or_default();
+        let limits = self.limits;
+        let Some(Frame::Object { names, count, key }) = self.stack.last_mut() else {
+            return Err(self.syntax());
+        };
+        *count += 1;
+        let dup = !limits.allow_duplicate_names && !names.insert(name.clone());
+        *key = Some(name);
+        let count = *count;
+        if max > 0 && len > max {
+            return Err(self.err(
+                "maxNameLength",
+                format!("member name longer than {max} characters"),
+            ));
+        }
+        if dup {
+            return Err(self.err(
+                "duplicateName",
+                "member name appears more than once in the object",
+            ));
+        }
+        let max_entries = self.limits.max_object_entries;
+        if max_entries > 0 && count > max_entries {
+            return Err(Threat {
+                pointer: self.container_pointer(),
+                keyword: "maxObjectEntries",
+                message: format!("object has more than {max_entries} members"),
+            });
+        }
+        self.expect(b':')
+    }
+
+    /// Reads one value; opening a container pushes a frame (and reads its first member name).
+    fn value(&mut self) -> Result<(), Threat> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b'{') | Some(b'[') => {
+                let is_object = self.peek() == Some(b'{');
+                self.i += 1;
+                if self.stack.len() >= self.limits.max_depth {
+                    return Err(self.err(
+                        "maxDepth",
+                        format!("nesting deeper than {}", self.limits.max_depth),
+                    ));
+                }
+                self.skip_ws();
+                if is_object {
+                    self.stack.push(Frame::Object {
+                        names: HashSet::new(),
+                        count: 0,
+                        key: None,
+                    });
+                    if self.peek() == Some(b'}') {
+                        // Left open: `run` closes it.
+                        return Ok(());
+                    }
+                    self.member_name()?;
+                    return self.value();
+                }
+                self.stack.push(Frame::Array { count: 0 });
+                if self.peek() == Some(b']') {
+                    return Ok(());
+                }
+                self.element()
+            }
+            Some(b'"') => {
+                let (_, len) = self.string(false)?;
+                let max = self.limits.max_string_length;
+                if max > 0 && len > max {
+                    return Err(self.err(
+                        "maxStringLength",
+                        format!("string longer than {max} characters"),
+                    ));
+                }
+                Ok(())
+            }
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(self.syntax()),
+        }
+    }
+
+    /// Counts a new array element and checks the limit; the element's value is read by the caller.
+    fn element(&mut self) -> Result<(), Threat> {
+        let max = self.limits.max_array_elements;
+        let Some(Frame::Array { count }) = self.stack.last_mut() else {
+            return Err(self.syntax());
+        };
+        *count += 1;
+        if max > 0 && *count > max {
+            return Err(Threat {
+                pointer: self.container_pointer(),
+                keyword: "maxArrayElements",
+                message: format!("array has more than {max} elements"),
+            });
+        }
+        self.value()
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), Threat> {
+        if self.b.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(self.syntax())
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    fn number(&mut self) -> Result<(), Threat> {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(self.syntax()),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return Err(self.syntax());
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.syntax());
+            }
+        }
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u32, Threat> {
+        let mut v = 0u32;
+        for _ in 0..4 {
+            let d = match self.peek() {
+                Some(c @ b'0'..=b'9') => c - b'0',
+                Some(c @ b'a'..=b'f') => c - b'a' + 10,
+                Some(c @ b'A'..=b'F') => c - b'A' + 10,
+                _ => return Err(self.syntax()),
+            };
+            v = v * 16 + u32::from(d);
+            self.i += 1;
+        }
+        Ok(v)
+    }
+
+    /// Reads a string starting at the opening quote. Returns the unescaped text when `keep`
+    /// (member names) and its length in characters.
+    fn string(&mut self, keep: bool) -> Result<(Option<String>, usize), Threat> {
+        self.i += 1; // opening quote
+        let mut out = keep.then(String::new);
+        let mut len = 0usize;
+        loop {
+            let Some(c) = self.peek() else {
+                return Err(self.syntax());
+            };
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return Ok((out, len));
+                }
+                b'\\' => {
+                    self.i += 1;
+                    let ch = match self.peek() {
+                        Some(b'"') => '"',
+                        Some(b'\\') => '\\',
+                        Some(b'/') => '/',
+                        Some(b'b') => '\u{8}',
+                        Some(b'f') => '\u{c}',
+                        Some(b'n') => '\n',
+                        Some(b'r') => '\r',
+                        Some(b't') => '\t',
+                        Some(b'u') => {
+                            self.i += 1;
+                            let hi = self.hex4()?;
+                            let cp = if (0xD800..0xDC00).contains(&hi) {
+                                // A high surrogate must be followed by a low one.
+                                if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
+                                    return Err(self.syntax());
+                                }
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(self.syntax());
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else if (0xDC00..0xE000).contains(&hi) {
+                                return Err(self.syntax());
+                            } else {
+                                hi
+                            };
+                            self.i -= 1; // the common `+= 1` below
+                            char::from_u32(cp).unwrap_or('\u{fffd}')
+                        }
+                        _ => return Err(self.syntax()),
+                    };
+                    self.i += 1;
+                    len += 1;
+                    if let Some(o) = out.as_mut() {
+                        o.push(ch);
+                    }
+                }
+                0x00..=0x1f => return Err(self.syntax()),
+                _ => {
+                    // Copy one UTF-8 sequence (the whole body was checked to be UTF-8).
+                    let start = self.i;
+                    self.i += 1;
+                    while matches!(self.peek(), Some(b) if b & 0xC0 == 0x80) {
+                        self.i += 1;
+                    }
+                    len += 1;
+                    if let Some(o) = out.as_mut() {
+                        if let Some(s) = self
+                            .b
+                            .get(start..self.i)
+                            .and_then(|s| std::str::from_utf8(s).ok())
+                        {
+                            o.push_str(s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lim() -> JsonLimits {
+        JsonLimits::default()
+    }
+
+    fn check(body: &str, l: &JsonLimits) -> Result<(), (String, &'static str)> {
+        scan(body.as_bytes(), l).map_err(|t| (t.pointer, t.keyword))
+    }
+
+    #[test]
+    fn accepts_valid_documents() {
+        for ok in [
+            "{}",
+            "[]",
+            " {\"a\": [1, 2.5, -0.1e+3, true, false, null, \"x\\u00e9\\ud83d\\ude00\"], \"b\": {}} ",
+            "\"just a string\"",
+            "0",
+            "-12",
+            "[[],[[]],{}]",
+            "{\"a\":{\"b\":{\"c\":[]}}}",
+        ] {
+            assert_eq!(check(ok, &lim()), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn rejects_syntax_errors() {
+        for bad in [
+            "",
+            "{",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{a:1}",
+            "[01]",
+            "[1.]",
+            "[.5]",
+            "[1e]",
+            "nul",
+            "tru",
+            "\"abc",
+            "\"a\u{1}b\"",
+            "\"\\x\"",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "{} {}",
+            "[1] x",
+            "{\"a\":1]",
+            "[1}",
+            "'a'",
+            "NaN",
+        ] {
+            let r = check(bad, &lim());
+            assert!(matches!(r, Err((_, "json"))), "{bad:?} gave {r:?}");
+        }
+        assert_eq!(scan(b"\"\xff\"", &lim()).unwrap_err().keyword, "json");
+    }
+
+    #[test]
+    fn depth_limit_is_exact_and_iterative() {
+        let l = JsonLimits {
+            max_depth: 3,
+            ..lim()
+        };
+        assert_eq!(check("[[[1]]]", &l), Ok(()));
+        assert_eq!(check("[[[[1]]]]", &l), Err(("/0/0/0".into(), "maxDepth")));
+        assert_eq!(
+            check("{\"a\":{\"b\":{\"c\":{}}}}", &l),
+            Err(("/a/b/c".into(), "maxDepth"))
+        );
+        // Far deeper than any call stack would allow with recursion: refused, no crash.
+        let deep = "[".repeat(1_000_000);
+        assert_eq!(scan(deep.as_bytes(), &l).unwrap_err().keyword, "maxDepth");
+        let l = JsonLimits {
+            max_depth: 120,
+            ..lim()
+        };
+        assert_eq!(scan(deep.as_bytes(), &l).unwrap_err().keyword, "maxDepth");
+    }
+
+    #[test]
+    fn counts_and_lengths() {
+        let l = JsonLimits {
+            max_array_elements: 3,
+            max_object_entries: 2,
+            max_name_length: 4,
+            max_string_length: 5,
+            ..lim()
+        };
+        assert_eq!(check("{\"x\":[1,2,3]}", &l), Ok(()));
+        assert_eq!(
+            check("{\"x\":[1,2,3,4]}", &l),
+            Err(("/x".into(), "maxArrayElements"))
+        );
+        assert_eq!(check("{\"a\":1,\"b\":2}", &l), Ok(()));
+        assert_eq!(
+            check("{\"o\":{\"a\":1,\"b\":2,\"c\":3}}", &l),
+            Err(("/o".into(), "maxObjectEntries"))
+        );
+        assert_eq!(check("{\"abcd\":1}", &l), Ok(()));
+        assert_eq!(
+            check("{\"abcde\":1}", &l),
+            Err(("/abcde".into(), "maxNameLength"))
+        );
+        // Lengths count characters, escapes count once.
+        assert_eq!(check("[\"ééééé\"]", &l), Ok(()));
+        assert_eq!(
+            check("[\"\\u0041\\u0042\\n\\t\\ud83d\\ude00\"]", &l),
+            Ok(())
+        );
+        assert_eq!(
+            check("[0,\"abcdef\"]", &l),
+            Err(("/1".into(), "maxStringLength"))
+        );
+        // 0 disables.
+        let off = JsonLimits {
+            max_array_elements: 0,
+            max_string_length: 0,
+            ..lim()
+        };
+        let big = format!("[{}\"{}\"]", "1,".repeat(20_000), "x".repeat(100_000));
+        assert_eq!(check(&big, &off), Ok(()));
+        assert_eq!(check(&big, &lim()), Err(("".into(), "maxArrayElements")));
+    }
+
+    #[test]
+    fn duplicate_names_after_unescaping() {
+        assert_eq!(
+            check("{\"a\":1,\"a\":2}", &lim()),
+            Err(("/a".into(), "duplicateName"))
+        );
+        assert_eq!(
+            check("{\"a\":1,\"\\u0061\":2}", &lim()),
+            Err(("/a".into(), "duplicateName"))
+        );
+        assert_eq!(
+            check("{\"x\":{\"a/b\":1,\"a\\/b\":2}}", &lim()),
+            Err(("/x/a~1b".into(), "duplicateName"))
+        );
+        // Same name in different objects is fine.
+        assert_eq!(check("[{\"a\":1},{\"a\":2}]", &lim()), Ok(()));
+        let allow = JsonLimits {
+            allow_duplicate_names: true,
+            ..lim()
+        };
+        assert_eq!(check("{\"a\":1,\"a\":2}", &allow), Ok(()));
+    }
+
+    #[test]
+    fn pointers_follow_position() {
+        let l = JsonLimits {
+            max_string_length: 2,
+            ..lim()
+        };
+        assert_eq!(
+            check("{\"a\":[{\"b\":\"ok\"},{\"c~\":\"long\"}]}", &l),
+            Err(("/a/1/c~0".into(), "maxStringLength"))
+        );
+        assert_eq!(check("{\"a\":[1,2,", &l), Err(("/a/2".into(), "json")));
+    }
+}

@@ -1,0 +1,312 @@
+"""`validate` filter against the real Envoy (envoy/validate.yaml as shipped, ports rewritten)."""
+
+import json
+
+import pytest
+
+import harness
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def envoy():
+    with harness.EchoServer() as echo:
+        with harness.Envoy(harness.load_config("validate"), echo_port=echo.port) as e:
+            yield e
+
+
+def errors(r):
+    assert r.header("content-type") == "application/problem+json", r
+    body = r.json()
+    assert body["status"] == r.status
+    return [(e["in"], e["pointer"], e["keyword"]) for e in body.get("errors", [])]
+
+
+def post(envoy, path, body, headers=None, **kw):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return envoy.request("POST", path, headers or JSON, data, **kw)
+
+
+# -- routing -------------------------------------------------------------------------
+
+def test_valid_requests_reach_the_backend(envoy):
+    r = envoy.request("GET", "/v1/pets?limit=5&tags=cat,dog")
+    assert r.status == 200, r
+    assert r.json()["path"] == "/v1/pets?limit=5&tags=cat,dog"
+    r = envoy.request("GET", "/v1/pets/42")
+    assert r.status == 200, r
+
+
+def test_concrete_path_beats_template(envoy):
+    # /pets/mine needs a session cookie; /pets/{petId} would refuse "mine" as an integer.
+    r = envoy.request("GET", "/v1/pets/mine")
+    assert r.status == 400
+    assert errors(r) == [("cookie", "#/cookie/session", "required")]
+    r = envoy.request("GET", "/v1/pets/mine", {"Cookie": "theme=dark; session=abcdefgh"})
+    assert r.status == 200, r
+
+
+def test_unknown_path_404(envoy):
+    for path in ["/v1/owners", "/pets", "/v1/pets/1/toys", "/v2/pets"]:
+        r = envoy.request("GET", path)
+        assert r.status == 404, (path, r)
+        assert r.json()["title"] == "Not Found"
+
+
+def test_undeclared_method_405_with_allow(envoy):
+    r = envoy.request("PUT", "/v1/pets/7")
+    assert r.status == 405
+    assert r.header("allow") == "GET, DELETE, HEAD"
+    r = envoy.request("PATCH", "/v1/pets")
+    assert r.status == 405
+    assert r.header("allow") == "GET, POST, HEAD"
+
+
+# -- parameters ----------------------------------------------------------------------
+
+def test_path_parameter(envoy):
+    for path, kw in [("/v1/pets/0", "minimum"), ("/v1/pets/abc", "type"), ("/v1/pets/1.5", "type")]:
+        r = envoy.request("GET", path)
+        assert r.status == 400, (path, r)
+        assert errors(r) == [("path", "#/path/petId", kw)]
+
+
+def test_query_parameters(envoy):
+    r = envoy.request("GET", "/v1/pets?limit=101")
+    assert errors(r) == [("query", "#/query/limit", "maximum")]
+    r = envoy.request("GET", "/v1/pets?limit=ten")
+    assert errors(r) == [("query", "#/query/limit", "type")]
+    # form, explode=false array with an enum on the items
+    r = envoy.request("GET", "/v1/pets?tags=cat,fish")
+    assert errors(r) == [("query", "#/query/tags/1", "enum")]
+    r = envoy.request("GET", "/v1/pets?tags=cat,dog,bird,cat")
+    assert errors(r) == [("query", "#/query/tags", "maxItems")]
+    # pipeDelimited integers and a boolean
+    r = post(envoy, "/v1/orders?ids=1|2|3&dry_run=true", {"petId": 1, "quantity": 2})
+    assert r.status == 200, r
+    r = post(envoy, "/v1/orders?ids=1|x&dry_run=maybe", {"petId": 1, "quantity": 2})
+    assert sorted(errors(r)) == [("query", "#/query/dry_run", "type"), ("query", "#/query/ids/1", "type")]
+
+
+def test_header_parameter(envoy):
+    ok = envoy.request("GET", "/v1/pets", {"X-Request-Id": "0b6f3a52-7a55-4f5e-9a3e-2f1b7c1d9e10"})
+    assert ok.status == 200, ok
+    r = envoy.request("GET", "/v1/pets", {"X-Request-Id": "not-a-uuid"})
+    assert errors(r) == [("header", "#/header/x-request-id", "format")]
+
+
+def test_cookie_parameter(envoy):
+    r = envoy.request("GET", "/v1/pets/mine", {"Cookie": "session=short"})
+    assert errors(r) == [("cookie", "#/cookie/session", "minLength")]
+
+
+def test_replies_never_echo_values(envoy):
+    r = envoy.request("GET", "/v1/pets?limit=SECRETVALUE", {"X-Request-Id": "SECRETHEADER"})
+    assert r.status == 400
+    assert b"SECRET" not in r.body
+    r = post(envoy, "/v1/pets", {"name": "x" * 60 + "SECRET", "species": "SECRETFISH"})
+    assert r.status == 400
+    assert b"SECRET" not in r.body
+
+
+# -- bodies --------------------------------------------------------------------------
+
+def test_valid_bodies(envoy):
+    r = post(envoy, "/v1/pets", {"name": "Rex", "species": "dog", "age": 3, "tag": None})
+    assert r.status == 200, r
+    assert json.loads(r.json()["body"]) == {"name": "Rex", "species": "dog", "age": 3, "tag": None}
+    r = post(envoy, "/v1/pets", {"name": "Rex"}, {"content-type": "application/merge-patch+json"})
+    assert r.status == 200, r
+    r = post(envoy, "/v1/pets", {"name": "Rex"}, {"content-type": "application/json; charset=utf-8"})
+    assert r.status == 200, r
+
+
+def test_invalid_body_lists_pointers(envoy):
+    r = post(envoy, "/v1/pets", {"name": "", "species": "fish", "age": 51, "extra": 1})
+    assert r.status == 400
+    assert sorted(errors(r)) == [
+        ("body", "/age", "maximum"),
+        ("body", "/extra", "additionalProperties"),
+        ("body", "/name", "minLength"),
+        ("body", "/species", "enum"),
+    ]
+    r = post(envoy, "/v1/orders", {"petId": "1"})
+    assert sorted(errors(r)) == [("body", "/petId", "type"), ("body", "/quantity", "required")]
+
+
+def test_wrong_type_and_missing_body(envoy):
+    r = post(envoy, "/v1/pets", [1, 2])
+    assert errors(r) == [("body", "", "type")]
+    r = envoy.request("POST", "/v1/pets", JSON)
+    assert r.status == 400
+    assert errors(r) == [("body", "", "required")]
+
+
+def test_not_json(envoy):
+    r = post(envoy, "/v1/pets", b'{"name": "Rex",')
+    assert r.status == 400
+    assert errors(r)[0][2] == "json"
+    r = post(envoy, "/v1/pets", b"\xff\xfe")
+    assert errors(r)[0][2] == "json"
+
+
+def test_unsupported_content_type_415(envoy):
+    r = post(envoy, "/v1/pets", b"<pet/>", {"content-type": "application/xml"})
+    assert r.status == 415
+    r = post(envoy, "/v1/pets", b"{}", {"content-type": "application/json; charset=iso-8859-1"})
+    assert r.status == 415
+
+
+def test_too_big_413(envoy):
+    big = {"name": "Rex", "notes": "x" * 70000}
+    r = post(envoy, "/v1/pets", big)
+    assert r.status == 413, r
+    # Same size, chunked (no Content-Length): caught while buffering.
+    data = json.dumps(big).encode()
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in [data[i:i + 8192] for i in range(0, len(data), 8192)])
+    r = envoy.request("POST", "/v1/pets", {**JSON, "Transfer-Encoding": "chunked"}, chunked + b"0\r\n\r\n")
+    assert r.status == 413, r
+
+
+def test_chunked_upload_validated(envoy):
+    data = json.dumps({"name": "Chunky", "species": "cat"}).encode()
+    parts = [data[:5], data[5:17], data[17:]]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+    r = envoy.request("POST", "/v1/pets", {**JSON, "Transfer-Encoding": "chunked"}, body)
+    assert r.status == 200, r
+    assert json.loads(r.json()["body"])["name"] == "Chunky"
+    bad = json.dumps({"name": "Chunky", "species": "snake"}).encode()
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(bad), bad)
+    r = envoy.request("POST", "/v1/pets", {**JSON, "Transfer-Encoding": "chunked"}, body)
+    assert errors(r) == [("body", "/species", "enum")]
+
+
+def test_too_deep_and_duplicate_keys(envoy):
+    deep = b'{"name":"a","notes":' + b"[" * 20 + b"]" * 20 + b"}"
+    r = post(envoy, "/v1/orders", deep)
+    assert r.status == 400
+    assert errors(r)[0][2] == "maxDepth"
+    r = post(envoy, "/v1/pets", b'{"name":"a","name":"b"}')
+    assert errors(r) == [("body", "/name", "duplicateName")]
+    r = post(envoy, "/v1/pets", b'{"name":"a","\\u006eame":"b"}')
+    assert errors(r) == [("body", "/name", "duplicateName")]
+
+
+def test_metrics(envoy):
+    before = envoy.stats()
+    envoy.request("GET", "/v1/nothing")
+    envoy.request("PUT", "/v1/pets/1")
+    envoy.request("GET", "/v1/pets/0")
+    post(envoy, "/v1/pets", {"name": 1})
+    post(envoy, "/v1/pets", b"x", {"content-type": "text/csv"})
+    envoy.request("GET", "/v1/pets/1")
+
+    def delta(suffix):
+        now = envoy.stat(suffix)
+        was = sum(v for k, v in before.items() if k.endswith(suffix))
+        return now - was
+
+    assert delta("meshwall.validate.rejected_404") == 1
+    assert delta("meshwall.validate.rejected_405") == 1
+    assert delta("meshwall.validate.rejected_400_param") == 1
+    assert delta("meshwall.validate.rejected_400_body") == 1
+    assert delta("meshwall.validate.rejected_415") == 1
+    assert delta("meshwall.validate.validated") >= 1
+
+
+# -- other configurations ------------------------------------------------------------
+
+SPEC_30_YAML = """
+openapi: 3.0.3
+info: {title: nullable, version: "1"}
+paths:
+  /things/{id}:
+    put:
+      parameters:
+        - {name: id, in: path, required: true, style: label, explode: true, schema: {type: array, items: {type: integer}}}
+        - {name: filter, in: query, style: deepObject, explode: true,
+           schema: {type: object, properties: {min: {type: integer}}, additionalProperties: false}}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [label]
+              properties:
+                label: {type: string, nullable: true}
+                count: {type: integer, minimum: 0, exclusiveMinimum: true}
+      responses:
+        200: {description: ok}
+"""
+
+
+def with_config(cfg_value):
+    cfg = harness.load_config("validate")
+    harness.set_plugin_config(cfg, "meshwall.validate", cfg_value)
+    return cfg
+
+
+def test_openapi_30_yaml_spec_with_nullable(start_envoy):
+    e = start_envoy(with_config({"spec": SPEC_30_YAML}), concurrency=1)
+    r = e.request("PUT", "/things/.1.2?filter[min]=3", JSON, b'{"label": null, "count": 1}')
+    assert r.status == 200, r
+    r = e.request("PUT", "/things/.1.2", JSON, b'{"label": null, "count": 0}')
+    assert errors(r) == [("body", "/count", "exclusiveMinimum")]
+    # Parameters are checked first: a request with bad parameters is refused before its body is read.
+    r = e.request("PUT", "/things/.1.x?filter[min]=a&filter[max]=2", JSON, b'{"label": 5}')
+    assert sorted(errors(r)) == [
+        ("path", "#/path/id/1", "type"),
+        ("query", "#/query/filter/max", "additionalProperties"),
+        ("query", "#/query/filter/min", "type"),
+    ]
+    r = e.request("PUT", "/things/.1", JSON, b'{"label": 5}')
+    assert errors(r) == [("body", "/label", "type")]
+
+
+def test_json_spec_given_as_a_string(start_envoy):
+    spec = {"openapi": "3.1.0", "info": {"title": "s", "version": "1"},
+            "paths": {"/ping": {"get": {"parameters": [
+                {"name": "n", "in": "query", "required": True, "schema": {"type": ["integer", "null"]}}],
+                "responses": {"200": {"description": "ok"}}}}}}
+    e = start_envoy(with_config({"spec": json.dumps(spec), "reject_unknown_query_params": True}), concurrency=1)
+    assert e.request("GET", "/ping?n=3").status == 200
+    assert e.request("GET", "/ping?n=null").status == 200
+    assert errors(e.request("GET", "/ping")) == [("query", "#/query/n", "required")]
+    assert errors(e.request("GET", "/ping?n=1&debug=1")) == [("query", "#/query/debug", "additionalProperties")]
+
+
+def test_report_only_mode(start_envoy):
+    cfg = harness.plugin_config(harness.load_config("validate"), "meshwall.validate")
+    cfg["mode"] = "report_only"
+    e = start_envoy(with_config(cfg), concurrency=1)
+    assert e.request("GET", "/v1/nowhere").status == 200
+    assert e.request("GET", "/v1/pets?limit=1000").status == 200
+    assert post(e, "/v1/pets", {"name": 5}).status == 200
+    assert e.stat("meshwall.validate.report_only") == 3
+    assert e.stat("meshwall.validate.rejected_404") == 0
+    assert "report-only" in e.log_text()
+
+
+def test_threat_protection_without_spec(start_envoy):
+    e = start_envoy(with_config({"json_limits": {"max_depth": 2, "max_string_length": 4}}), concurrency=1)
+    assert e.request("POST", "/anything", JSON, b'{"a": [1]}').status == 200
+    r = e.request("POST", "/anything", JSON, b'{"a": [[1]]}')
+    assert errors(r) == [("body", "/a/0", "maxDepth")]
+    r = e.request("POST", "/anything", JSON, b'{"a": "abcde"}')
+    assert errors(r) == [("body", "/a", "maxStringLength")]
+    assert e.request("GET", "/anything/else").status == 200
+
+
+@pytest.mark.parametrize("value,needle", [
+    ({"spec": {"openapi": "3.0.0", "paths": {"/a": {"get": {"parameters": [{"name": "q", "in": "query",
+                                                                            "schema": {"type": "nope"}}]}}}}},
+     "#/paths/~1a/get/parameters/0/schema"),
+    ({"spec": "openapi: 2.0\n"}, "/openapi"),
+    ({"json_limits": {"max_depth": 0}}, "json_limits.max_depth"),
+])
+def test_bad_config_is_refused(value, needle):
+    with harness.Envoy(with_config(value), expect_fail=True) as e:
+        assert e.exit_code not in (None, 0)
+        assert needle in e.log_text()

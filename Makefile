@@ -4,13 +4,14 @@ SHELL := /bin/bash
 WASM_TARGET := wasm32-wasip1
 PYTEST := .venv/bin/pytest
 
-.PHONY: help setup build unit integration test lint run bench clean
+.PHONY: help setup build unit integration test lint run bench oci clean
 
 help:
 	@echo "make run    build, start Envoy with every filter in front of a demo backend on :10000"
 	@echo "make test   unit tests (cargo test) and integration tests against the real Envoy"
 	@echo "make bench  side-by-side benchmark against Envoy's native filters"
 	@echo "make lint   cargo fmt --check and clippy (native and wasm, -D warnings)"
+	@echo "make oci    Wasm OCI images (no Docker) in oci/<filter>/, prints each sha256"
 
 setup:
 	@scripts/setup
@@ -39,6 +40,9 @@ run: build
 bench: build
 	@scripts/setup --bench
 	@scripts/bench
+
+oci: build
+	@scripts/oci
 
 clean:
 	cargo clean

@@ -34,10 +34,19 @@ LIVE: set = set()
 STARTED_IN_TEST: list = []
 
 
+_GIVEN_PORTS: set = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and never handed out before by this process (the OS may return a
+    just-closed port again, and one Envoy needs several distinct ones)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def load_config(name: str) -> dict:

@@ -4,7 +4,8 @@ import pytest
 
 import harness
 
-CONFIGS = sorted(harness.ENVOY_DIR.glob("*.yaml"))
+# docker-compose.yaml sits beside the Envoy configs for users with Docker; it is not one of them.
+CONFIGS = sorted(p for p in harness.ENVOY_DIR.glob("*.yaml") if p.name != "docker-compose.yaml")
 
 
 def test_there_are_configs():

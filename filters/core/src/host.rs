@@ -46,9 +46,10 @@ pub struct CalloutResponse {
 /// [`MemHost`] is the in-memory one for native tests.
 ///
 /// Shared data follows Envoy's semantics: one store per `vm_id` shared by every worker;
-/// a value carries a CAS number; a write with `cas: Some(n)` fails with
-/// [`HostError::CasMismatch`] unless `n` is the current CAS; `cas: None` writes
-/// unconditionally. Keys can never be deleted, so never create one per client.
+/// a value carries a CAS number; a write with `cas: Some(n)` to an existing key fails with
+/// [`HostError::CasMismatch`] unless `n` is its current CAS (a write to a missing key always
+/// succeeds, so there is no atomic create-if-absent); `cas: None` writes unconditionally.
+/// Keys can never be deleted, so never create one per client.
 pub trait Host {
     /// Wall-clock time.
     fn now(&self) -> SystemTime;
@@ -225,7 +226,9 @@ impl Host for MemHost {
                 }
                 return Err(HostError::CasMismatch);
             }
-            if current != Some(expected) {
+            // As in proxy-wasm-cpp-host: the CAS is only compared when the key exists; a
+            // conditional write to a missing key creates it.
+            if current.is_some_and(|c| c != expected) {
                 return Err(HostError::CasMismatch);
             }
         }
@@ -299,10 +302,9 @@ mod tests {
             Err(HostError::CasMismatch)
         );
         assert_eq!(worker_b.shared_get("k").unwrap().unwrap().0, b"2");
-        assert_eq!(
-            worker_a.shared_set("new", b"x", Some(7)),
-            Err(HostError::CasMismatch)
-        );
+        // A conditional write to a missing key creates it (Envoy does the same).
+        worker_a.shared_set("new", b"x", Some(7)).unwrap();
+        assert_eq!(worker_b.shared_get("new").unwrap().unwrap().0, b"x");
     }
 
     #[test]

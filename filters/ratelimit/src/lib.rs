@@ -1,0 +1,12 @@
+//! meshwall `ratelimit` filter: token buckets kept in proxy-wasm shared data, exact across
+//! Envoy workers (compare-and-swap), in a fixed-size table so memory is bounded by
+//! configuration, with `Retry-After` and the IETF `RateLimit`/`RateLimit-Policy` headers.
+
+pub mod bucket;
+pub mod config;
+pub mod policy;
+pub mod table;
+
+pub use policy::RateLimitPolicy;
+
+meshwall_core::export_policy!(RateLimitPolicy);

@@ -29,3 +29,19 @@ def test_wasm_plugins_follow_conventions(path):
         fn = vm["code"]["local"]["filename"]
         assert fn.startswith("target/wasm32-wasip1/release/meshwall_") and fn.endswith(".wasm")
         assert p["configuration"]["@type"] == "type.googleapis.com/google.protobuf.StringValue"
+
+
+def test_demo_chain_uses_each_filters_example_config():
+    """envoy/demo.yaml (make run) runs each filter with its own example's configuration, in
+    chain order, headers first; the one documented difference: validate passes unknown paths."""
+    demo = harness.load_config("demo")
+    names = [p["name"] for p in harness.wasm_filters(demo)]
+    order = ["meshwall.headers", "meshwall.jwt", "meshwall.ratelimit", "meshwall.validate"]
+    assert names[0] == "meshwall.headers"
+    assert names == [n for n in order if n in names]
+    for name in names:
+        example = harness.plugin_config(harness.load_config(name.split(".")[1]), name)
+        ours = harness.plugin_config(demo, name)
+        if name == "meshwall.validate":
+            assert ours.pop("unknown_path") == "pass"
+        assert ours == example, name

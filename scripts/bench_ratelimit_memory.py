@@ -38,14 +38,6 @@ def rss_kib(pid: int) -> int:
     return -1
 
 
-def direct(cfg: dict) -> dict:
-    def visit(d):
-        if isinstance(d.get("virtual_hosts"), list):
-            for vh in d["virtual_hosts"]:
-                vh["routes"] = [{"match": {"prefix": "/"},
-                                 "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]
-    harness._walk(cfg, visit)
-    return cfg
 
 
 class Pipeline:
@@ -129,7 +121,7 @@ def main() -> int:
                    "token_bucket": {"max_tokens": 10, "tokens_per_fill": 10, "fill_interval": "60s"}}],
         "table": {"shards": args.shards, "slots_per_shard": args.slots},
     }
-    cfg = direct(harness.load_config("ratelimit"))
+    cfg = harness.direct_response(harness.load_config("ratelimit"))
     harness.set_plugin_config(cfg, PLUGIN, plugin)
     checkpoints = sorted({c for c in (0, 10_000, 50_000, 100_000, 250_000, 500_000, args.keys) if c <= args.keys})
     rows = []

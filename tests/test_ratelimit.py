@@ -18,16 +18,6 @@ def config_with(plugin: dict) -> dict:
     return cfg
 
 
-def direct(cfg: dict) -> dict:
-    """Answers every request in Envoy itself (200 "ok") instead of proxying to the echo server:
-    load tests then measure the filter alone, not the Python upstream."""
-    def visit(d):
-        if isinstance(d.get("virtual_hosts"), list):
-            for vh in d["virtual_hosts"]:
-                vh["routes"] = [{"match": {"prefix": "/"},
-                                 "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]
-    harness._walk(cfg, visit)
-    return cfg
 
 
 def rule(name, key, max_tokens, fill_interval, tokens_per_fill=1, **extra):
@@ -72,7 +62,7 @@ def test_demo_login_limit_is_independent_of_the_global_one(start_envoy):
 
 
 def test_demo_global_limit_per_ip(start_envoy):
-    e = start_envoy(direct(harness.load_config("ratelimit")), concurrency=4)
+    e = start_envoy(harness.direct_response(harness.load_config("ratelimit")), concurrency=4)
     counts = burst(e.port, connections=10, total=150, path="/a", headers={})
     assert counts == {200: 100, 429: 50}
     # Spoofing x-forwarded-for does not give a fresh bucket (use_remote_address: true, 0 trusted hops).
@@ -82,7 +72,7 @@ def test_demo_global_limit_per_ip(start_envoy):
 # ------------------------------------------------------------------------ exactness
 
 def test_bucket_of_100_admits_exactly_100_across_4_workers(start_envoy):
-    cfg = direct(config_with({"rules": [rule("global", GLOBAL, 100, "1h")]}))
+    cfg = harness.direct_response(config_with({"rules": [rule("global", GLOBAL, 100, "1h")]}))
     e = start_envoy(cfg, concurrency=4)
     counts = burst(e.port, connections=20, total=1000)
     assert counts == {200: 100, 429: 900}, counts
@@ -96,7 +86,7 @@ def test_refill_rate_within_one_percent_of_theory(start_envoy):
     # 100 tokens/s in fills of 5 every 50 ms; a large bucket so a scheduling stall on a busy
     # machine (< 2 s) wastes no fill.
     max_tokens, per_fill, interval = 200, 5, 0.05
-    cfg = direct(config_with({"rules": [rule("global", GLOBAL, max_tokens, "50ms", tokens_per_fill=per_fill)]}))
+    cfg = harness.direct_response(config_with({"rules": [rule("global", GLOBAL, max_tokens, "50ms", tokens_per_fill=per_fill)]}))
     e = start_envoy(cfg, concurrency=4)
     counts, elapsed = sustained(e.port, connections=20, seconds=10)
     admitted = counts[200]
@@ -142,7 +132,7 @@ def test_header_keys_are_independent_and_missing_header_is_skipped(start_envoy):
 # ------------------------------------------------------------------------ shadow, headers, Retry-After
 
 def test_shadow_mode_never_rejects_but_counts(start_envoy):
-    e = start_envoy(direct(config_with({"rules": [rule("trial", IP, 2, "1h", shadow=True)]})), concurrency=4)
+    e = start_envoy(harness.direct_response(config_with({"rules": [rule("trial", IP, 2, "1h", shadow=True)]})), concurrency=4)
     counts = burst(e.port, connections=4, total=40)
     assert counts == {200: 40}
     assert stat(e, "rule.trial.allowed") == 2

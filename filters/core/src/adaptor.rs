@@ -92,6 +92,17 @@ fn read_map(map: MapType) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Up to `max` bytes of a host buffer; empty when absent or unreadable.
+fn read_buffer(buffer: BufferType, max: usize) -> Vec<u8> {
+    if max == 0 {
+        return Vec::new();
+    }
+    hostcalls::get_buffer(buffer, 0, max)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
 fn apply_ops(map: MapType, ops: &[HeaderOp]) {
     for op in ops {
         let _ = match op {
@@ -134,10 +145,7 @@ impl<P: Policy> Context for Root<P> {
             .find(|(k, _)| k == ":status")
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let body = read_buffer(BufferType::HttpCallResponseBody, body_size);
         policy.on_http_call_response(
             token_id,
             CalloutResponse {
@@ -152,14 +160,7 @@ impl<P: Policy> Context for Root<P> {
 
 impl<P: Policy> RootContext for Root<P> {
     fn on_configure(&mut self, size: usize) -> bool {
-        let bytes = if size == 0 {
-            Vec::new()
-        } else {
-            hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        };
+        let bytes = read_buffer(BufferType::PluginConfiguration, size);
         let built = parse_config::<P::Config>(&bytes).and_then(|cfg| P::new(cfg, &WasmHost));
         match built {
             Ok(policy) => {
@@ -325,14 +326,7 @@ impl<P: Policy> HttpContext for Http<P> {
         if !end_of_stream {
             return WasmAction::Pause;
         }
-        let body = if body_size == 0 {
-            Vec::new()
-        } else {
-            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        };
+        let body = read_buffer(BufferType::HttpRequestBody, body_size);
         let action = policy.on_request_body(&mut self.ex, req, Body::Complete(&body), &WasmHost);
         self.req = None;
         self.act_after_body(action)
@@ -346,14 +340,10 @@ impl<P: Policy> HttpContext for Http<P> {
         let (Some(req), Some(policy)) = (self.req.take(), self.policy.clone()) else {
             return WasmAction::Continue;
         };
-        let body = hostcalls::get_buffer(
+        let body = read_buffer(
             BufferType::HttpRequestBody,
-            0,
             self.body_limit.saturating_add(1),
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+        );
         let view = if body.len() > self.body_limit {
             Body::TooLarge {
                 limit: self.body_limit,

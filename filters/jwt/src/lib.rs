@@ -1,0 +1,15 @@
+//! meshwall `jwt` filter: verifies JWTs (JWKS inline or fetched), checks claims and route
+//! rules, and hands verified claims to the upstream as headers.
+
+pub mod config;
+pub mod json;
+pub mod jwks;
+pub mod policy;
+pub mod remote;
+pub mod rules;
+pub mod sources;
+pub mod token;
+
+pub use policy::JwtPolicy;
+
+meshwall_core::export_policy!(JwtPolicy);

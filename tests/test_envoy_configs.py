@@ -33,7 +33,8 @@ def test_wasm_plugins_follow_conventions(path):
 
 def test_demo_chain_uses_each_filters_example_config():
     """envoy/demo.yaml (make run) runs each filter with its own example's configuration, in
-    chain order, headers first; the one documented difference: validate passes unknown paths."""
+    chain order, headers first; the documented differences: jwt lets POST /login through without
+    a token, validate passes unknown paths."""
     demo = harness.load_config("demo")
     names = [p["name"] for p in harness.wasm_filters(demo)]
     order = ["meshwall.headers", "meshwall.jwt", "meshwall.ratelimit", "meshwall.validate"]
@@ -44,4 +45,6 @@ def test_demo_chain_uses_each_filters_example_config():
         ours = harness.plugin_config(demo, name)
         if name == "meshwall.validate":
             assert ours.pop("unknown_path") == "pass"
+        if name == "meshwall.jwt":
+            assert ours["rules"].pop(0) == {"match": {"path": "/login", "methods": ["POST"]}}
         assert ours == example, name

@@ -11,11 +11,14 @@ Usage: scripts/bench [--seconds N] [--rounds N] [--connections N] [scenario ...]
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -85,7 +88,123 @@ def scenario_headers():
              ("meshwall.headers", front([wasm_filter("headers", "{}")]), [])])
 
 
-SCENARIOS = {"headers": scenario_headers}
+def scenario_validate():
+    """(b) config time for GitHub's OpenAPI description (printed here), then (a) the variants
+    for the per-request cost of validating a JSON body."""
+    import json
+    import tarfile
+    import time
+    import urllib.error
+    import urllib.request
+
+    sample = json.loads(next(p for p in harness.wasm_filters(harness.load_config("validate"))
+                             if p["name"] == "meshwall.validate")["configuration"]["value"])
+    # The validating Envoy answers 404 itself for paths the spec does not declare.
+    empty_spec = {"openapi": "3.0.3", "info": {"title": "empty", "version": "1"}, "paths": {}}
+
+    def fetch_big_spec(tmp):
+        # GitHub's REST API description (OpenAPI 3.0.3, ~13 MB) from a pinned npm package. The
+        # tarball (~29 MB) holds several variants; only api.github.com.json is extracted.
+        pkg = "@octokit/openapi@23.0.2"
+        out = subprocess.run(["npm", "pack", pkg, "--silent", "--pack-destination", tmp],
+                             capture_output=True, text=True, check=True).stdout.split()
+        with tarfile.open(Path(tmp) / out[-1]) as tar:
+            raw = tar.extractfile("package/generated/api.github.com.json").read()
+        return pkg, raw
+
+    def timed_start(spec):
+        # Seconds from exec to the first request answered by the filter (a 404 for an undeclared
+        # path: the worker's VM has loaded the spec), and the resident memory of Envoy then.
+        cfg = front([wasm_filter("validate", json.dumps({"spec": spec}))])
+        e = harness.Envoy(cfg, concurrency=1, upstreams={"backend": 1})  # ports and paths only
+        cfg_path = e.dir / "envoy.json"
+        cfg_path.write_text(json.dumps(e.cfg))
+        cmd = [str(harness.ENVOY_BIN), "-c", str(cfg_path), "--concurrency", "1",
+               "--disable-hot-restart", "--log-level", "warn"]
+        with open(e.log_path, "wb") as log:
+            t0 = time.monotonic()
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=harness.ROOT)
+            try:
+                while time.monotonic() - t0 < 120:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"envoy exited with {proc.returncode}:\n{e.log_tail()}")
+                    try:
+                        urllib.request.urlopen(f"http://127.0.0.1:{e.port}/meshwall-bench-unknown", timeout=5)
+                    except urllib.error.HTTPError as err:
+                        if err.code == 404 and err.headers.get("content-type") == "application/problem+json":
+                            elapsed = time.monotonic() - t0
+                            rss = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{proc.pid}/status").read_text(), re.M)
+                            return elapsed, int(rss.group(1)) / 1024 if rss else float("nan")
+                    except OSError:
+                        pass
+                    time.sleep(0.01)
+                raise RuntimeError(f"envoy not serving within 120s:\n{e.log_tail()}")
+            finally:
+                proc.terminate()
+                proc.wait()
+                shutil.rmtree(e.dir, ignore_errors=True)
+
+    print("\n== validate (config time): Envoy exec → first reply from the filter, --concurrency 1")
+    if not shutil.which("npm"):
+        print("   skipped: npm missing (needed to fetch the large real-world spec)")
+    else:
+        with tempfile.TemporaryDirectory(prefix="meshwall-bench-") as tmp:
+            pkg, raw = fetch_big_spec(tmp)
+            big = json.loads(raw)
+            print(f"   spec: api.github.com.json from npm {pkg}: {len(raw) / 1e6:.1f} MB, OpenAPI "
+                  f"{big['openapi']}, {len(big['paths'])} paths, {len(big['components']['schemas'])} schemas")
+            runs = {"empty spec": [], "GitHub spec": []}
+            for _ in range(5):  # interleaved
+                runs["empty spec"].append(timed_start(empty_spec))
+                runs["GitHub spec"].append(timed_start(big))
+            print(f"   {'variant':<24}{'median s':>10}{'min s':>9}{'max s':>9}{'RSS MB':>9}")
+            for label, r in runs.items():
+                t = [x[0] for x in r]
+                print(f"   {label:<24}{statistics.median(t):>10.2f}{min(t):>9.2f}{max(t):>9.2f}"
+                      f"{statistics.median(x[1] for x in r):>9.0f}")
+            d = statistics.median(x[0] for x in runs["GitHub spec"]) - statistics.median(x[0] for x in runs["empty spec"])
+            print(f"   difference (config time of the spec, main thread and worker VM): {d:+.2f} s")
+
+    # (a) A ~1 KB order (declared members validated; the others still pass the threat limits
+    # and the JSON parse) sent as POST to an operation with path, query and body checks.
+    body = json.dumps({
+        "petId": 4711, "quantity": 3, "shipDate": "2025-06-01T12:30:00Z",
+        "notes": "Leave at the back door; the dog is friendly. Call before delivery, please.",
+        "customer": {"id": "c-0042", "name": "Ada Lovelace", "email": "ada@example.com",
+                     "address": {"street": "12 Analytical Row", "city": "London", "zip": "NW1 2AB",
+                                 "country": "GB"}},
+        "lines": [{"sku": f"SKU-{i:04d}", "title": f"Chew toy model {i}", "qty": i % 3 + 1,
+                   "price": {"amount": 4.99 + i, "currency": "EUR"}} for i in range(6)],
+        "tags": ["gift", "express", "fragile"], "coupon": None, "gift": True})
+    post = {"method": "POST", "body": body, "path": "/v1/orders?dry_run=true&ids=1|2|3"}
+    headers = ["Content-Type: application/json"]
+    return (f"POST /v1/orders with a {len(body)}-byte JSON body, sample spec of envoy/validate.yaml",
+            [("no filter", front([]), headers, post),
+             ("meshwall.validate", front([wasm_filter("validate", json.dumps(sample))]), headers, post)])
+
+
+def scenario_ratelimit():
+    # One global bucket large enough that every request passes: the cost of the check itself.
+    bucket = {"max_tokens": 1_000_000_000, "tokens_per_fill": 1_000_000_000, "fill_interval": "1s"}
+    native = {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "bench",
+        "token_bucket": bucket,
+        "filter_enabled": {"runtime_key": "rl_enabled", "default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "filter_enforced": {"runtime_key": "rl_enforced", "default_value": {"numerator": 100, "denominator": "HUNDRED"}}}}
+    ours = {"rules": [{"name": "all", "key": [{"generic_key": {"descriptor_value": "all"}}],
+                       "token_bucket": bucket}],
+            "enable_ratelimit_headers": False}
+    per_ip = {"rules": [{"name": "per-ip", "key": [{"remote_address": {}}], "token_bucket": bucket}],
+              "enable_ratelimit_headers": False}
+    return ("token bucket check on every request (bucket never empty)",
+            [("no filter", front([]), []),
+             ("native local_ratelimit", front([native]), []),
+             ("meshwall.ratelimit global", front([wasm_filter("ratelimit", json.dumps(ours))]), []),
+             ("meshwall.ratelimit per-ip", front([wasm_filter("ratelimit", json.dumps(per_ip))]), [])])
+
+
+SCENARIOS = {"headers": scenario_headers, "ratelimit": scenario_ratelimit, "validate": scenario_validate}
 
 
 def backend_envoy():
@@ -96,12 +215,28 @@ def backend_envoy():
     return harness.Envoy(bootstrap([listener("backend", [], [route])]), concurrency=1)
 
 
-def wrk(port, seconds, connections, headers):
+def wrk(port, seconds, connections, headers, method=None, body=None, path="/bench"):
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for h in headers:
         cmd += ["-H", h]
-    cmd.append(f"http://127.0.0.1:{port}/bench")
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    script = None
+    if method or body is not None:  # wrk sets a method and body only from a Lua script
+        def lua(text):  # a Lua string literal: printable ASCII as is, every other byte as \ddd
+            return '"' + "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else f"\\{b:03d}"
+                                 for b in text.encode()) + '"'
+
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            f.write(f"wrk.method = {lua(method or 'GET')}\n")
+            if body is not None:
+                f.write(f"wrk.body = {lua(body)}\n")
+            script = f.name
+        cmd += ["-s", script]
+    cmd.append(f"http://127.0.0.1:{port}{path}")
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    finally:
+        if script:
+            os.unlink(script)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def pct(p):
@@ -119,15 +254,16 @@ def run(name, seconds, rounds, connections):
     with backend_envoy() as be:
         envoys = []
         try:
-            for label, cfg, headers in variants:
-                envoys.append((label, harness.Envoy(cfg, concurrency=1, upstreams={"backend": be.port}).start(), headers))
-            results = {label: [] for label, _, _ in envoys}
+            for label, cfg, headers, *req in variants:  # optional 4th: wrk(method=, body=, path=)
+                envoys.append((label, harness.Envoy(cfg, concurrency=1, upstreams={"backend": be.port}).start(),
+                               headers, req[0] if req else {}))
+            results = {label: [] for label, _, _, _ in envoys}
             for _ in range(rounds):
-                for label, e, headers in envoys:
-                    wrk(e.port, 1, connections, headers)  # warm-up
-                    results[label].append(wrk(e.port, seconds, connections, headers))
+                for label, e, headers, req in envoys:
+                    wrk(e.port, 1, connections, headers, **req)  # warm-up
+                    results[label].append(wrk(e.port, seconds, connections, headers, **req))
         finally:
-            for _, e, _ in envoys:
+            for _, e, _, _ in envoys:
                 e.stop()
     ref = variants[1][0] if len(variants) > 2 else variants[0][0]
     med = {k: tuple(statistics.median(r[i] for r in v) for i in range(4)) for k, v in results.items()}

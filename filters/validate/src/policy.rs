@@ -361,7 +361,8 @@ impl Policy for ValidatePolicy {
                 )
                 .unwrap_or_else(|| self.finish(ex, host));
         };
-        let Some((item_index, path_values)) = spec.router.find(path) else {
+        let found = spec.find(path);
+        if found.is_empty() {
             let reply = LocalReply::problem(404, "no API operation matches the request path");
             return self
                 .violation(
@@ -373,24 +374,28 @@ impl Policy for ValidatePolicy {
                     host,
                 )
                 .unwrap_or_else(|| self.finish(ex, host));
-        };
-        let Some(item) = spec.items.get(item_index) else {
-            return Action::proceed();
-        };
-        let op = match item.operation(&req.method) {
-            Some(op) => op,
+        }
+        let chosen = found
+            .iter()
+            .find_map(|(item, values)| Some((item.operation(&req.method)?, values)));
+        let (op, path_values) = match chosen {
+            Some(c) => c,
             None => {
                 // A CORS preflight for a declared method is not a call of OPTIONS itself.
                 let preflight = req.method.eq_ignore_ascii_case("OPTIONS")
                     && req
                         .headers
                         .get("access-control-request-method")
-                        .is_some_and(|m| item.operation(m.trim()).is_some());
+                        .is_some_and(|m| {
+                            found
+                                .iter()
+                                .any(|(item, _)| item.operation(m.trim()).is_some())
+                        });
                 if preflight {
                     return self.finish(ex, host);
                 }
                 let reply = LocalReply::builder(405, "method not allowed for this path")
-                    .header("allow", item.allow())
+                    .header("allow", spec::allow(found.iter().map(|(item, _)| *item)))
                     .build();
                 return self
                     .violation(
@@ -407,7 +412,7 @@ impl Policy for ValidatePolicy {
         let mut errors = Vec::new();
         crate::params::check(
             &op.params,
-            &path_values,
+            path_values,
             req,
             &spec.schemas,
             self.cfg.reject_unknown_query_params,

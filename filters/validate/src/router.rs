@@ -71,8 +71,12 @@ fn decode(s: &str) -> String {
 }
 
 impl Router {
-    /// Adds template `t` for path item number `item`.
-    pub fn insert(&mut self, t: &str, item: usize) -> Result<(), String> {
+    /// Adds template `t` for path item number `item`. Returns the items already added whose
+    /// templates differ from `t` only in parameter names (`/a/{id}` and `/a/{name}`).
+    /// OpenAPI forbids such templates, but real documents use them with disjoint methods
+    /// (GitHub's: `GET /orgs/{org}/attestations/{subject_digest}` and
+    /// `DELETE /orgs/{org}/attestations/{attestation_id}`); the caller decides.
+    pub fn insert(&mut self, t: &str, item: usize) -> Result<Vec<usize>, String> {
         let segments = parse_template(t)?;
         let rank = segments
             .iter()
@@ -88,11 +92,11 @@ impl Router {
             .map(|p| if let Part::Lit(l) = p { l.len() } else { 0 })
             .sum();
         let group = self.by_len.entry(segments.len()).or_default();
-        for e in group.iter() {
-            if same_shape(&e.segments, &segments) {
-                return Err(format!("path template is equivalent to `{}`", e.template));
-            }
-        }
+        let equivalent = group
+            .iter()
+            .filter(|e| same_shape(&e.segments, &segments))
+            .map(|e| e.item)
+            .collect();
         group.push(Entry {
             segments,
             rank,
@@ -105,27 +109,47 @@ impl Router {
                 .cmp(&b.rank)
                 .then(b.literal_len.cmp(&a.literal_len))
                 .then(a.template.cmp(&b.template))
+                .then(a.item.cmp(&b.item))
         });
-        Ok(())
+        Ok(equivalent)
     }
 
     /// The path item matching `path` (no query string, base path already removed) and the
     /// decoded path parameter values.
     pub fn find(&self, path: &str) -> Option<(usize, Vec<(String, String)>)> {
-        let body = path.strip_prefix('/')?;
+        self.find_all(path).into_iter().next()
+    }
+
+    /// Every path item matching `path` with the best template: one, or several when their
+    /// templates differ only in parameter names (in insertion order). Empty when none matches.
+    pub fn find_all(&self, path: &str) -> Vec<(usize, Vec<(String, String)>)> {
+        let mut out = Vec::new();
+        let Some(body) = path.strip_prefix('/') else {
+            return out;
+        };
         let raw: Vec<&str> = body.split('/').collect();
-        let group = self.by_len.get(&raw.len())?;
+        let Some(group) = self.by_len.get(&raw.len()) else {
+            return out;
+        };
         let decoded: Vec<String> = raw.iter().map(|s| decode(s)).collect();
+        let mut best: Option<&Entry> = None;
         'entries: for e in group {
+            if let Some(b) = best {
+                if !same_shape(&b.segments, &e.segments) {
+                    continue;
+                }
+            }
             let mut params = Vec::new();
             for (parts, seg) in e.segments.iter().zip(&decoded) {
                 if !match_segment(parts, seg, &mut params) {
                     continue 'entries;
                 }
             }
-            return Some((e.item, params));
+            best = best.or(Some(e));
+            out.push((e.item, params));
         }
-        None
+        out.sort_by_key(|(item, _)| *item);
+        out
     }
 }
 
@@ -262,10 +286,26 @@ mod tests {
         assert!(r.insert("/pets/{id", 0).is_err());
         assert!(r.insert("/pets/{}", 0).is_err());
         assert!(r.insert("/pets/{a}{b}", 0).is_err());
-        r.insert("/pets/{id}", 0).unwrap();
-        assert!(r
-            .insert("/pets/{petId}", 1)
-            .unwrap_err()
-            .contains("/pets/{id}"));
+    }
+
+    #[test]
+    fn templates_differing_only_in_parameter_names_are_all_found() {
+        let mut r = Router::default();
+        assert!(r.insert("/pets/{id}", 0).unwrap().is_empty());
+        assert!(r.insert("/pets/mine", 1).unwrap().is_empty());
+        assert_eq!(r.insert("/pets/{petId}", 2).unwrap(), vec![0]);
+        assert_eq!(r.insert("/pets/{name}", 3).unwrap(), vec![0, 2]);
+        assert_eq!(
+            r.find_all("/pets/7"),
+            vec![
+                (0, vec![("id".into(), "7".into())]),
+                (2, vec![("petId".into(), "7".into())]),
+                (3, vec![("name".into(), "7".into())]),
+            ]
+        );
+        // A more concrete template still wins alone.
+        assert_eq!(r.find_all("/pets/mine"), vec![(1, vec![])]);
+        assert!(r.find_all("/owners/7").is_empty());
+        assert!(r.find_all("pets/7").is_empty());
     }
 }

@@ -98,7 +98,27 @@ pub fn compile(
     dialect: Dialect,
     assert_formats: bool,
 ) -> Result<(CompiledSchemas, Vec<SchemaIndex>), String> {
+    compile_with_preloaded(doc, pointers, dialect, assert_formats, Vec::new())
+}
+
+/// [`compile`] with extra documents made available under absolute URLs (`(url, document)`),
+/// as if they had been fetched; references to any other external URL are still refused.
+///
+/// For tests that need fixed external documents (the JSON-Schema-Test-Suite's `remotes/`).
+/// The filter itself never calls this: its configuration has no way to name external
+/// documents, and the proxy never fetches any.
+pub fn compile_with_preloaded(
+    doc: Value,
+    pointers: &[String],
+    dialect: Dialect,
+    assert_formats: bool,
+    preloaded: Vec<(String, Value)>,
+) -> Result<(CompiledSchemas, Vec<SchemaIndex>), String> {
     let mut c = Compiler::new();
+    for (url, d) in preloaded {
+        c.add_resource(&url, d)
+            .map_err(|e| format!("preloaded document `{url}`: {e}"))?;
+    }
     c.use_loader(Box::new(NoLoader));
     c.set_default_draft(match dialect {
         Dialect::Oas30 => Draft::V4,
@@ -236,6 +256,11 @@ fn collect(
     max: usize,
     out: &mut Vec<Violation>,
 ) {
+    if out.len() >= max.max(1) {
+        // The list is full: the rest of a large error tree (one node per failing item of a
+        // big array) is not walked.
+        return;
+    }
     let at = format!("{prefix}{}", e.instance_location);
     let child = |name: &str| format!("{at}/{}", crate::threat::escape_token(name));
     match &e.kind {
@@ -600,6 +625,72 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("#/components/schemas/Missing"), "{err}");
+    }
+
+    #[test]
+    fn violations_stop_at_the_cap_on_large_arrays() {
+        let s = json!({"type": "array", "items": {"type": "object", "required": ["id"],
+            "properties": {"id": {"type": "integer"}, "name": {"type": "string"}}}});
+        let body: Vec<Value> = (0..5000).map(|_| json!({"name": 1})).collect();
+        let doc = json!({"components": {"schemas": {"s": s}}});
+        let (c, idx) =
+            compile(doc, &["/components/schemas/s".into()], Dialect::Oas30, true).unwrap();
+        let mut out = Vec::new();
+        assert!(!c.validate(idx[0], &Value::Array(body), "body", "", 3, &mut out));
+        assert_eq!(out.len(), 3);
+        let kinds: Vec<(&str, &str)> = out
+            .iter()
+            .map(|v| (v.pointer.as_str(), v.keyword.as_str()))
+            .collect();
+        assert!(
+            kinds
+                .iter()
+                .all(|(p, _)| p.starts_with("/0/") || p.starts_with("/1/")),
+            "{kinds:?}"
+        );
+    }
+
+    #[test]
+    fn preloaded_documents_resolve_and_nothing_else_does() {
+        let doc = json!({"components": {"schemas": {
+            "Ext": {"$ref": "http://localhost:1234/int.json"},
+            "Other": {"$ref": "http://localhost:1234/other.json"}}}});
+        let pre = || {
+            vec![(
+                "http://localhost:1234/int.json".to_string(),
+                json!({"type": "integer"}),
+            )]
+        };
+        let (c, idx) = compile_with_preloaded(
+            doc.clone(),
+            &["/components/schemas/Ext".into()],
+            Dialect::Oas31(Draft::V2020_12),
+            true,
+            pre(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        assert!(c.validate(idx[0], &json!(3), "body", "", 10, &mut out));
+        assert!(!c.validate(idx[0], &json!("x"), "body", "", 10, &mut out));
+        // A URL that was not preloaded is still refused, with the preload in place.
+        let err = compile_with_preloaded(
+            doc.clone(),
+            &["/components/schemas/Other".into()],
+            Dialect::Oas31(Draft::V2020_12),
+            true,
+            pre(),
+        )
+        .unwrap_err();
+        assert!(err.contains("other.json"), "{err}");
+        // The production path preloads nothing.
+        let err = compile(
+            doc,
+            &["/components/schemas/Ext".into()],
+            Dialect::Oas31(Draft::V2020_12),
+            true,
+        )
+        .unwrap_err();
+        assert!(err.contains("int.json"), "{err}");
     }
 
     #[test]

@@ -101,15 +101,7 @@ pub struct PathItem {
 impl PathItem {
     /// Upper-case method names for an `Allow` header.
     pub fn allow(&self) -> String {
-        let mut m: Vec<String> = self
-            .operations
-            .iter()
-            .map(|o| o.method.to_ascii_uppercase())
-            .collect();
-        if m.iter().any(|x| x == "GET") && !m.iter().any(|x| x == "HEAD") {
-            m.push("HEAD".into());
-        }
-        m.join(", ")
+        allow([self])
     }
 
     pub fn operation(&self, method: &str) -> Option<&Operation> {
@@ -125,6 +117,24 @@ impl PathItem {
                 }
             })
     }
+}
+
+/// Upper-case method names declared by any of `items`, for an `Allow` header.
+pub fn allow<'a>(items: impl IntoIterator<Item = &'a PathItem> + Clone) -> String {
+    let mut m: Vec<String> = METHODS
+        .iter()
+        .filter(|method| {
+            items
+                .clone()
+                .into_iter()
+                .any(|i| i.operations.iter().any(|o| o.method == **method))
+        })
+        .map(|method| method.to_ascii_uppercase())
+        .collect();
+    if m.iter().any(|x| x == "GET") && !m.iter().any(|x| x == "HEAD") {
+        m.push("HEAD".into());
+    }
+    m.join(", ")
 }
 
 #[derive(Debug)]
@@ -558,7 +568,7 @@ pub fn load(
         let item_ptr = format!("/paths/{}", tok(template));
         let (item_ptr, item) = resolve(&doc, &item_ptr, item)?;
         let item_index = items.len();
-        router
+        let equivalent = router
             .insert(template, item_index)
             .map_err(|e| err(&format!("/paths/{}", tok(template)), e))?;
         let common: Vec<RawParam> = match item.get("parameters") {
@@ -670,6 +680,23 @@ pub fn load(
                 body,
             });
         }
+        // Templates differing only in parameter names are accepted when no method is
+        // declared twice: the method then tells which one a request means.
+        for other in equivalent.iter().filter_map(|&e| items.get(e)) {
+            let other: &PathItem = other;
+            if let Some(op) = operations
+                .iter()
+                .find(|o| other.operations.iter().any(|x| x.method == o.method))
+            {
+                return Err(err(
+                    &format!("/paths/{}", tok(template)),
+                    format!(
+                        "path template is equivalent to `{}` and both declare `{}`",
+                        other.template, op.method
+                    ),
+                ));
+            }
+        }
         items.push(PathItem {
             template: template.clone(),
             operations,
@@ -710,6 +737,16 @@ enum Target {
 }
 
 impl Spec {
+    /// The path items matching `path` (several only for templates that differ in parameter
+    /// names alone), with the path parameter values named as in each item's template.
+    pub fn find(&self, path: &str) -> Vec<(&PathItem, Vec<(String, String)>)> {
+        self.router
+            .find_all(path)
+            .into_iter()
+            .filter_map(|(i, values)| Some((self.items.get(i)?, values)))
+            .collect()
+    }
+
     /// Removes the base path; `None` when the path is outside every base path.
     pub fn strip_base<'a>(&self, path: &'a str) -> Option<&'a str> {
         if self.base_paths.is_empty() {
@@ -796,6 +833,13 @@ mod tests {
             (
                 json!({"openapi": "3.0.0", "paths": {"/a/{x": {}}}),
                 "/paths/~1a~1{x",
+            ),
+            // Equivalent templates declaring the same method: ambiguous.
+            (
+                json!({"openapi": "3.0.0", "paths": {
+                    "/a/{x}": {"get": {}, "put": {}},
+                    "/a/{y}": {"delete": {}, "put": {}}}}),
+                "/paths/~1a~1{y}",
             ),
         ];
         for (doc, ptr) in cases {

@@ -1,8 +1,10 @@
 //! JSON threat protection: one streaming pass over the raw body that checks the syntax and
 //! the structural limits before anything builds a tree from it.
 //!
-//! The scanner is iterative (an explicit stack bounded by `max_depth`), so no input can
-//! exhaust the call stack. Member names are unescaped before duplicate detection, so
+//! The containers are tracked on an explicit stack, and a container deeper than `max_depth`
+//! (at most 120) is refused before anything descends into it, so the call depth is bounded by
+//! the configured limit whatever the input (the first value of a container is read by a
+//! nested call, so nesting costs two frames per level, never more). Member names are unescaped before duplicate detection, so
 //! `"a"` and `"\u0061"` count as the same name (the classic parser-differential trick).
 
 use crate::config::JsonLimits;

@@ -496,3 +496,68 @@ fn config_errors_name_the_field() {
         "{e}"
     );
 }
+
+#[test]
+fn equivalent_templates_with_disjoint_methods_route_by_method() {
+    // As in GitHub's API description: OpenAPI forbids it, real documents do it.
+    let spec = json!({"openapi": "3.0.3", "paths": {
+        "/orgs/{org}/attestations/{subject_digest}": {"get": {"parameters": [
+            {"name": "org", "in": "path", "required": true, "schema": {"type": "string"}},
+            {"name": "subject_digest", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^sha256:"}}]}},
+        "/orgs/{org}/attestations/{attestation_id}": {"delete": {"parameters": [
+            {"name": "org", "in": "path", "required": true, "schema": {"type": "string"}},
+            {"name": "attestation_id", "in": "path", "required": true, "schema": {"type": "integer"}}]}},
+        "/orgs/{org}/attestations/repositories": {"get": {}}}});
+    let cfg: ValidateConfig = parse_config(json!({ "spec": spec }).to_string().as_bytes()).unwrap();
+    let h = MemHost::new();
+    let p = ValidatePolicy::new(cfg, &h).unwrap();
+    let cases: &[(&str, &str, u16, &[&str])] = &[
+        ("GET", "/orgs/o/attestations/sha256:ab", 200, &[]),
+        (
+            "GET",
+            "/orgs/o/attestations/12",
+            400,
+            &["#/path/subject_digest"],
+        ),
+        ("DELETE", "/orgs/o/attestations/12", 200, &[]),
+        (
+            "DELETE",
+            "/orgs/o/attestations/sha256:ab",
+            400,
+            &["#/path/attestation_id"],
+        ),
+        ("HEAD", "/orgs/o/attestations/sha256:ab", 200, &[]),
+        ("GET", "/orgs/o/attestations/repositories", 200, &[]),
+        ("DELETE", "/orgs/o/attestations/repositories", 405, &[]),
+        ("PUT", "/orgs/o/attestations/12", 405, &[]),
+    ];
+    for (method, path, want, pointers) in cases {
+        let a = run(&p, &h, &req(method, path, &[], false), None);
+        assert_eq!(status(&a), *want, "{method} {path}");
+        let got: Vec<String> = errors(&a).into_iter().map(|e| e.1).collect();
+        assert_eq!(&got, pointers, "{method} {path}");
+    }
+    // 405 lists the methods of every equivalent template.
+    let Action::Reply(r) = run(
+        &p,
+        &h,
+        &req("PUT", "/orgs/o/attestations/12", &[], false),
+        None,
+    ) else {
+        panic!("expected a reply")
+    };
+    let allow = r
+        .headers
+        .iter()
+        .find(|(k, _)| k == "allow")
+        .map(|(_, v)| v.as_str());
+    assert_eq!(allow, Some("GET, DELETE, HEAD"));
+    // A CORS preflight for a method of either template is let through.
+    let pre = req(
+        "OPTIONS",
+        "/orgs/o/attestations/12",
+        &[("access-control-request-method", "DELETE")],
+        false,
+    );
+    assert_eq!(status(&run(&p, &h, &pre, None)), 200);
+}

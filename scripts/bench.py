@@ -204,7 +204,61 @@ def scenario_ratelimit():
              ("meshwall.ratelimit per-ip", front([wasm_filter("ratelimit", json.dumps(per_ip))]), [])])
 
 
-SCENARIOS = {"headers": scenario_headers, "ratelimit": scenario_ratelimit, "validate": scenario_validate}
+def _jwt_variants(alg, rotate):
+    """no filter / native jwt_authn / meshwall.jwt, same inline JWKS, same provider semantics
+    (issuer, audience, sub → x-user-id, token removed), both with a 1,000-entry token cache.
+    rotate=False: one token on every request (the cache path). rotate=True: 4,000 distinct tokens
+    in turn, more than either cache holds, so every request pays a signature verification."""
+    from jwt_tokens import Keyring, claims  # tests/ is on sys.path
+
+    keys = Keyring(prefix="bench-")
+    jwks = keys.jwks(with_hmac=False)
+    iss, aud = "https://issuer.bench.example", "bench"
+    count = 4000 if rotate else 1
+    tokens = [keys.sign(alg, claims(iss, aud=aud, sub=f"user-{i}", lifetime=7200)) for i in range(count)]
+    native = {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"bench": {
+            "issuer": iss, "audiences": [aud],
+            "local_jwks": {"inline_string": json.dumps(jwks)},
+            "claim_to_headers": [{"header_name": "x-user-id", "claim_name": "sub"}],
+            "jwt_cache_config": {"jwt_cache_size": 1000}}},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}]}}
+    ours = {"providers": {"bench": {
+                "issuer": iss, "audiences": [aud], "local_jwks": {"inline_jwks": jwks},
+                "claim_to_headers": [{"header_name": "x-user-id", "claim_name": "sub"}]}},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
+            "jwt_cache_size": 1000}
+    if rotate:
+        table = ",\n".join(f'  "{t}"' for t in tokens)
+        load = {"lua": ("local tokens = {\n" + table + "\n}\nlocal i = 0\n"
+                        "request = function()\n  i = i % #tokens + 1\n"
+                        '  return wrk.format("GET", "/bench", {["Authorization"] = "Bearer " .. tokens[i]})\nend\n')}
+        headers = []
+    else:
+        load = {}
+        headers = [f"Authorization: Bearer {tokens[0]}"]
+    return [("no filter", front([]), headers, load),
+            (f"native jwt_authn {alg}", front([native]), headers, load),
+            (f"meshwall.jwt {alg}", front([wasm_filter("jwt", json.dumps(ours))]), headers, load)]
+
+
+def scenario_jwt_cached():
+    return ("JWT check, the same ES256 token on every request (verified-token cache)", _jwt_variants("ES256", False))
+
+
+def scenario_jwt_es256():
+    return ("JWT verification, 4,000 distinct ES256 tokens in turn (every request misses the cache)",
+            _jwt_variants("ES256", True))
+
+
+def scenario_jwt_rs256():
+    return ("JWT verification, 4,000 distinct RS256 tokens in turn (every request misses the cache)",
+            _jwt_variants("RS256", True))
+
+
+SCENARIOS = {"headers": scenario_headers, "jwt-cached": scenario_jwt_cached, "jwt-es256": scenario_jwt_es256,
+             "jwt-rs256": scenario_jwt_rs256, "ratelimit": scenario_ratelimit, "validate": scenario_validate}
 
 
 def backend_envoy():
@@ -215,12 +269,18 @@ def backend_envoy():
     return harness.Envoy(bootstrap([listener("backend", [], [route])]), concurrency=1)
 
 
-def wrk(port, seconds, connections, headers, method=None, body=None, path="/bench"):
+def wrk(port, seconds, connections, headers, method=None, body=None, path="/bench", lua=None):
+    """One wrk run. `lua`: a whole wrk Lua script (e.g. a `request` function rotating tokens)."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for h in headers:
         cmd += ["-H", h]
     script = None
-    if method or body is not None:  # wrk sets a method and body only from a Lua script
+    if lua is not None:
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            f.write(lua)
+            script = f.name
+        cmd += ["-s", script]
+    elif method or body is not None:  # wrk sets a method and body only from a Lua script
         def lua(text):  # a Lua string literal: printable ASCII as is, every other byte as \ddd
             return '"' + "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else f"\\{b:03d}"
                                  for b in text.encode()) + '"'

@@ -2,12 +2,22 @@
 (plus its istio/<name>.yaml manifest). Each entry says how to check, against the running Envoy, that
 the plugin does what its manifest's pluginConfig asks, and which request it answers locally (used to
 prove, in the full chain, that `headers` also cleans the local replies of the plugins after it).
+A plugin that calls other services (jwt: the IdP's JWKS) also says how to stand them up for the test
+and which clusters istiod would give the gateway for them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional
+import json
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+from urllib.parse import urlsplit
+
+import istio_translate as tr
+from istio_idp import JWKS_PATH, running_idp
+from jwt_tokens import Keyring, b64d, claims
 
 # The `owasp_api` preset of filters/headers/src/config.rs (values as documented there).
 OWASP_API = {
@@ -24,14 +34,32 @@ OWASP_API = {
 DEFAULT_REMOVED = ["server", "x-powered-by", "x-aspnet-version", "x-envoy-upstream-service-time"]
 
 
+@dataclass
+class Mesh:
+    """What a plugin needs around it: `clusters` = the Envoy clusters istiod would add to the gateway
+    for the services it calls (pointing at test servers), `state` = whatever the probes need."""
+    clusters: list = field(default_factory=list)
+    state: object = None
+
+
+@contextmanager
+def no_mesh(cfg: dict) -> Iterator[Mesh]:
+    yield Mesh()
+
+
 @dataclass(frozen=True)
 class FilterCase:
-    # probe(envoy, plugin_config) asserts, against the running Envoy, the behaviour the config asks for.
+    # probe(envoy, plugin_config, mesh) asserts, against the running Envoy, the behaviour the config asks for.
     probe: Callable
-    # local_reply(envoy, plugin_config) -> Resp: sends what makes this plugin answer by itself and
-    # returns that answer (asserting it is the plugin's own reply). Used in the full chain, where
+    # local_reply(envoy, plugin_config, mesh) -> Resp: sends what makes this plugin answer by itself
+    # and returns that answer (asserting it is the plugin's own reply). Used in the full chain, where
     # the plugins before it let such requests through.
     local_reply: Optional[Callable] = None
+    # mesh(plugin_config) -> context manager yielding a Mesh (started before Envoy, stopped after).
+    mesh: Callable = no_mesh
+    # credentials(envoy, plugin_config, mesh) -> headers that get a request through this plugin
+    # (added, in the full chain, to the requests meant for the plugins after it).
+    credentials: Optional[Callable] = None
 
 
 def is_problem(r, status: int) -> bool:
@@ -55,7 +83,7 @@ def assert_headers_applied(r, cfg: dict) -> None:
         assert not leaked, f"{leaked} leaked: {r}"
 
 
-def probe_headers(envoy, cfg: dict) -> None:
+def probe_headers(envoy, cfg: dict, mesh=None) -> None:
     leaky = [("x-echo-header", "Server: upstream/1.0"), ("x-echo-header", "X-Powered-By: PHP/8"),
              ("x-echo-header", "X-AspNet-Version: 4.0"), ("x-echo-header", "X-Envoy-Debug: on")]
     for prefix in cfg.get("response_header_prefixes_to_remove", []):
@@ -85,7 +113,7 @@ def prometheus(envoy) -> dict:
     return out
 
 
-def probe_validate(envoy, cfg: dict) -> None:
+def probe_validate(envoy, cfg: dict, mesh=None) -> None:
     # The probes follow the pet store API of istio/validate.yaml (the same document as envoy/validate.yaml).
     assert "/pets" in cfg["spec"]["paths"]
     before = prometheus(envoy)
@@ -105,7 +133,7 @@ def probe_validate(envoy, cfg: dict) -> None:
     assert after["meshwall_validate_rejected_405"] - before.get("meshwall_validate_rejected_405", 0) == 1
 
 
-def validate_reply(envoy, cfg: dict):
+def validate_reply(envoy, cfg: dict, mesh=None):
     # A path the OpenAPI document does not have: 404 from the plugin.
     assert "/nowhere-in-the-spec" not in cfg["spec"]["paths"]
     r = envoy.request("GET", "/v1/nowhere-in-the-spec")
@@ -119,7 +147,7 @@ def _smallest_rule(cfg: dict) -> dict:
     return min(rules, key=lambda r: r["token_bucket"]["max_tokens"])
 
 
-def ratelimit_reply(envoy, cfg: dict):
+def ratelimit_reply(envoy, cfg: dict, mesh=None):
     # Spend what is left of the bucket of the smallest rule: then the plugin answers 429 (whatever
     # the filters after it answered before). At most max_tokens + 1 requests.
     rule = _smallest_rule(cfg)
@@ -133,7 +161,7 @@ def ratelimit_reply(envoy, cfg: dict):
     return r
 
 
-def probe_ratelimit(envoy, cfg: dict) -> None:
+def probe_ratelimit(envoy, cfg: dict, mesh=None) -> None:
     rule = _smallest_rule(cfg)
     method = (rule["match"].get("methods") or ["GET"])[0]
     q = rule["token_bucket"]["max_tokens"]
@@ -151,8 +179,171 @@ def probe_ratelimit(envoy, cfg: dict) -> None:
     assert after[metric + "_limited"] - before.get(metric + "_limited", 0) == 1
 
 
+# --- jwt ---------------------------------------------------------------------------------------------
+
+def _remote_providers(cfg: dict) -> dict:
+    return {n: p for n, p in cfg["providers"].items() if "remote_jwks" in p}
+
+
+@contextmanager
+def jwt_mesh(cfg: dict) -> Iterator[Mesh]:
+    """One HTTPS JWKS server per remote provider, behind the cluster istiod makes of the
+    ServiceEntry + DestinationRule of istio/README.md."""
+    remote = _remote_providers(cfg)
+    assert remote, "the manifest's providers fetch their JWKS from an identity provider"
+    idps, clusters = {}, []
+    with ExitStack() as stack:
+        for name, p in remote.items():
+            u = urlsplit(p["remote_jwks"]["http_uri"]["uri"])
+            assert u.scheme == "https" and u.path == JWKS_PATH, u
+            idp = stack.enter_context(running_idp(u.hostname))
+            idps[name] = idp
+            cluster = tr.external_tls_cluster(u.hostname, u.port or 443, ("127.0.0.1", idp.port), idp.ca_file)
+            assert cluster["name"] == p["remote_jwks"]["http_uri"]["cluster"], \
+                "the plugin must name the cluster istiod builds for the IdP's host and port"
+            clusters.append(cluster)
+        yield Mesh(clusters=clusters, state=idps)
+
+
+def _scopes(cfg: dict) -> list:
+    """Every scope a rule asks for (`contains` on the claim `scope`); other claim conditions are not
+    used by the shipped manifests, so they are refused here rather than silently ignored."""
+    out = []
+    for rule in cfg.get("rules", []):
+        for cond in rule.get("claims", []):
+            assert cond["name"] == "scope" and "contains" in cond, f"extend jwt_token for {cond}"
+            out.append(cond["contains"])
+    return out
+
+
+def jwt_token(cfg: dict, mesh: Mesh, provider: Optional[str] = None, scope: Optional[str] = None,
+              keys: Optional[Keyring] = None, alg: str = "ES256", sub: str = "alice") -> str:
+    """A token the provider accepts, with every scope the rules ask for (unless `scope` is given)."""
+    name = provider or sorted(_remote_providers(cfg))[0]
+    p = cfg["providers"][name]
+    idp = mesh.state[name]
+    c = claims(p["issuer"], aud=p["audiences"][0], sub=sub,
+               lifetime=min(600, p.get("max_lifetime_seconds", 600)),
+               scope=" ".join(_scopes(cfg)) if scope is None else scope)
+    # With another Keyring but this IdP's key ids: a forged token.
+    return (keys or idp.keys).sign(alg, c, kid=idp.keys.kid(alg))
+
+
+def _bearer(token: str) -> tuple:
+    return ("Authorization", f"Bearer {token}")
+
+
+def _protected_path(cfg: dict) -> str:
+    path = "/istio/needs-a-token"
+    for rule in cfg.get("rules", []):
+        m = rule["match"]
+        assert m.get("path") != path and not path.startswith(m.get("prefix", "\0")), rule
+    return path
+
+
+def _wait_for_jwks(envoy, cfg: dict, mesh: Mesh) -> None:
+    """Until the JWKS is loaded, protected requests get 401 `Jwks not available` (fail closed)."""
+    token = jwt_token(cfg, mesh)
+    deadline = time.monotonic() + 20
+    while True:
+        r = envoy.request("GET", _protected_path(cfg), [_bearer(token)])
+        if r.status != 401:
+            return
+        assert r.json()["detail"] == "Jwks not available", r
+        assert time.monotonic() < deadline, f"the JWKS never loaded: {[i.requests for i in mesh.state.values()]}"
+        time.sleep(0.2)
+
+
+def assert_bearer_401(r, cfg: dict, detail: str) -> None:
+    realm = cfg.get("realm", "meshwall")
+    assert is_problem(r, 401), r
+    assert r.json()["detail"] == detail, r
+    www = r.header("www-authenticate")
+    assert www.startswith(f'Bearer realm="{realm}"'), www
+    if detail != "Jwt is missing":
+        assert f'error="invalid_token", error_description="{detail}"' in www, www
+
+
+def _upstream_headers(r) -> dict:
+    out: dict = {}
+    for k, v in r.json()["headers"]:
+        out.setdefault(k, []).append(v)
+    return out
+
+
+def probe_jwt(envoy, cfg: dict, mesh: Mesh) -> None:
+    _wait_for_jwks(envoy, cfg, mesh)
+    before = prometheus(envoy)
+    path = _protected_path(cfg)
+    [name] = sorted(_remote_providers(cfg))
+    p = cfg["providers"][name]
+    outputs = {m["header_name"] for m in p.get("claim_to_headers", [])}
+
+    # A valid token: through, with the claims as headers; the token and spoofed claim headers are gone.
+    token = jwt_token(cfg, mesh)
+    spoofed = [(h, "root") for h in sorted(outputs)]
+    r = envoy.request("GET", path, [_bearer(token)] + spoofed)
+    assert r.status == 200, r
+    up = _upstream_headers(r)
+    payload = json.loads(b64d(token.split(".")[1]))
+    for m in p.get("claim_to_headers", []):
+        assert up.get(m["header_name"]) == [payload[m["claim_name"]]], (m, up)
+    assert "authorization" not in up, "the token does not reach the upstream (forward: false)"
+
+    # No token, a forged one (another key under the IdP's key id): 401 from the plugin.
+    assert_bearer_401(envoy.request("GET", path, spoofed), cfg, "Jwt is missing")
+    forged = jwt_token(cfg, mesh, keys=Keyring(prefix="forger-"))
+    assert_bearer_401(envoy.request("GET", path, [_bearer(forged)]), cfg, "Jwt verification fails")
+    # A rule's claim conditions: 403 for a valid token without the scope.
+    scoped_rules = 0
+    for rule in cfg.get("rules", []):
+        if rule.get("claims") and rule["match"].get("prefix"):
+            scoped_rules += 1
+            method = (rule["match"].get("methods") or ["GET"])[0]
+            r = envoy.request(method, rule["match"]["prefix"], [_bearer(jwt_token(cfg, mesh, scope="openid"))])
+            assert is_problem(r, 403), r
+            assert 'error="insufficient_scope"' in r.header("www-authenticate"), r
+            r = envoy.request(method, rule["match"]["prefix"], [_bearer(token)])
+            assert r.status == 200, r
+    # A route without `requires`: no token needed, but claim headers are still stripped.
+    for rule in cfg.get("rules", []):
+        if "requires" not in rule and rule["match"].get("path"):
+            r = envoy.request("GET", rule["match"]["path"], spoofed)
+            assert r.status == 200, r
+            assert not outputs & set(_upstream_headers(r)), r
+
+    # The IdP saw one fetch (one per Envoy, not per worker), over TLS with its name as SNI and Host.
+    idp = mesh.state[name]
+    u = urlsplit(p["remote_jwks"]["http_uri"]["uri"])
+    assert idp.fetches() == [("GET", JWKS_PATH, u.netloc)], idp.requests
+    assert set(idp.sni) == {u.hostname}, idp.sni
+
+    after = prometheus(envoy)
+
+    def delta(metric):
+        return after.get(metric, 0) - before.get(metric, 0)
+
+    assert after["meshwall_jwt_jwks_fetch_ok"] == 1
+    assert delta("meshwall_jwt_denied_missing") == 1
+    assert delta("meshwall_jwt_denied_bad_signature") == 1
+    assert delta("meshwall_jwt_denied_forbidden") == scoped_rules
+    assert delta("meshwall_jwt_allowed") == 1 + scoped_rules
+
+
+def jwt_reply(envoy, cfg: dict, mesh: Mesh):
+    # No token on a route that needs one: 401 from the plugin.
+    r = envoy.request("GET", _protected_path(cfg))
+    assert_bearer_401(r, cfg, "Jwt is missing")
+    return r
+
+
+def jwt_credentials(envoy, cfg: dict, mesh: Mesh) -> list:
+    _wait_for_jwks(envoy, cfg, mesh)
+    return [_bearer(jwt_token(cfg, mesh))]
+
 FILTERS: dict[str, FilterCase] = {
     "headers": FilterCase(probe=probe_headers),
+    "jwt": FilterCase(probe=probe_jwt, local_reply=jwt_reply, mesh=jwt_mesh, credentials=jwt_credentials),
     "ratelimit": FilterCase(probe=probe_ratelimit, local_reply=ratelimit_reply),
     "validate": FilterCase(probe=probe_validate, local_reply=validate_reply),
 }

@@ -26,6 +26,12 @@ Matched against istio/istio, the last revision before WasmPlugin was folded into
   ProxyConfig proxyHeaders.server.disabled=true → PASS_THROUGH (what the headers filter needs to
   remove `Server`).
 
+Clusters a plugin calls (proxy-wasm dispatch_http_call names an Envoy cluster, which must exist in the
+gateway's config): istiod names a service's outbound cluster `outbound|<port>|<subset>|<host>`
+(pilot/pkg/model/service.go `BuildSubsetKey`), e.g. `outbound|443||idp.example.com` for a
+ServiceEntry host idp.example.com port 443. A DestinationRule `tls.mode: SIMPLE` gives that cluster an
+UpstreamTlsContext (TLS originated by the proxy; `sni`, `subjectAltNames`, `caCertificates`).
+
 Workload selection (networking selectors, pilot/pkg/model/extensions.go `matchTrafficSelectors`):
 the plugin's namespace must be the proxy's or the root namespace; spec.selector.matchLabels ⊆
 the proxy's labels; a `match` entry matches when its mode is UNDEFINED/CLIENT_AND_SERVER or the
@@ -191,6 +197,41 @@ def http_filters(plugins: list, gw: Gateway, fetch: Callable[[str, str], bytes],
     filters.append({"name": "envoy.filters.http.router",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
     return filters
+
+
+def outbound_cluster_name(host: str, port: int, subset: str = "") -> str:
+    """istiod's name for the outbound cluster of `host`:`port` (BuildSubsetKey)."""
+    return f"outbound|{port}|{subset}|{host}"
+
+
+def external_tls_cluster(host: str, port: int, endpoint: tuple, ca_file: str) -> dict:
+    """The gateway's cluster for a ServiceEntry (hosts [host], ports [{number: port}]) with a
+    DestinationRule `tls: {mode: SIMPLE, sni: host, subjectAltNames: [host], caCertificates: ca_file}`:
+    the proxy originates TLS, sends SNI `host` and checks the server's certificate.
+
+    Only what matters to a plugin's callout is reproduced: the name, the endpoint and the TLS
+    settings. istiod resolves the host by DNS (`resolution: DNS` → STRICT_DNS) and delivers the CA
+    over SDS; here the endpoint is a fixed local address (`endpoint` = (ip, port)) and the CA a file.
+    """
+    name = outbound_cluster_name(host, port)
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "10s",  # Istio's default connectTimeout
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": endpoint[0], "port_value": endpoint[1]}}}}]}]},
+        "transport_socket": {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": host,
+                "common_tls_context": {"validation_context": {
+                    "trusted_ca": {"filename": str(ca_file)},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
+                }},
+            },
+        },
+    }
 
 
 # The stats Istio's bootstrap keeps by default (pkg/bootstrap/config.go, requiredEnvoyStatsMatcher*):

@@ -18,7 +18,9 @@ import shutil
 import subprocess
 import tarfile
 import tomllib
+from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -241,10 +243,38 @@ def test_plugin_selection_for_the_gateway():
     assert not tr.selected(_wp({"url": URL, "type": "NETWORK"}), gw)
 
 
+def _callouts(node, at="pluginConfig"):
+    """(where, uri, cluster) of every `http_uri` in a pluginConfig (the plugin's dispatch_http_call targets)."""
+    if isinstance(node, dict):
+        if isinstance(node.get("http_uri"), dict):
+            yield at, node["http_uri"]["uri"], node["http_uri"]["cluster"]
+        for k, v in node.items():
+            yield from _callouts(v, f"{at}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _callouts(v, f"{at}[{i}]")
+
+
+def test_callout_clusters_are_the_ones_istiod_builds_for_their_host():
+    # In a mesh a plugin can only call a cluster istiod put in the gateway's config: for an external
+    # host that is the ServiceEntry's cluster `outbound|<port>||<host>` (istio/README.md).
+    found = []
+    for path in MANIFESTS:
+        for doc in load_docs(path):
+            for at, uri, cluster in _callouts(doc["spec"].get("pluginConfig", {})):
+                u = urlsplit(uri)
+                assert u.scheme == "https", f"{path.name} {at}: the IdP is reached over TLS"
+                want = tr.outbound_cluster_name(u.hostname, u.port or 443)
+                assert cluster == want, f"{path.name} {at}: cluster {cluster!r}, istiod names it {want!r}"
+                found.append(cluster)
+    assert "outbound|443||idp.example.com" in found
+
+
 # --- 4. OCI images (scripts/oci) ---------------------------------------------------------------------
 
 def run_oci(out: Path, *names: str) -> dict:
-    """Runs scripts/oci; returns {filter: manifest digest} from what it prints."""
+    """Runs scripts/oci (no names: its default, every filter crate); returns {filter: manifest digest}
+    from what it prints."""
     r = subprocess.run(["python3", str(ROOT / "scripts" / "oci"), "--out", str(out), *names],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -254,7 +284,8 @@ def run_oci(out: Path, *names: str) -> dict:
         assert m, line
         assert m.group(3) == VERSION and m.group(4) == m.group(5)
         found[m.group(1)] = m.group(4)
-    assert sorted(found) == sorted(names)
+    if names:
+        assert sorted(found) == sorted(names)
     return found
 
 
@@ -275,6 +306,12 @@ def test_oci_build_is_byte_for_byte_reproducible(oci_images, tmp_path):
     assert again == first
     for name in FILTER_NAMES:
         assert _tree(tmp_path / name) == _tree(first_dir / name), name
+
+
+def test_oci_by_default_packs_exactly_the_filters_covered_here(oci_images, tmp_path):
+    # `make oci` runs scripts/oci without names: its filter list comes from the workspace (every
+    # filters/<name> crate built as a cdylib), and it must be the list this file covers.
+    assert run_oci(tmp_path) == oci_images[1]
 
 
 def test_oci_refuses_a_module_that_is_not_built(tmp_path):
@@ -361,7 +398,12 @@ def test_manifest_works_in_envoy_as_istio_configures_it(name, oci_images, fetch,
     [wp] = load_docs(ISTIO_DIR / f"{name}.yaml")
     wp = _rolled_out(wp, oci_images[1])
     assert validator.errors(wp) == []
-    cfg = tr.bootstrap([wp], tr.Gateway(), fetch, tmp_path)
+    with FILTERS[name].mesh(wp["spec"]["pluginConfig"]) as mesh:
+        _run_single(name, wp, mesh, fetch, echo, tmp_path)
+
+
+def _run_single(name, wp, mesh, fetch, echo, tmp_path):
+    cfg = tr.bootstrap([wp], tr.Gateway(), fetch, tmp_path, extra_clusters=mesh.clusters)
     assert _wasm_names(cfg) == [f"extensions.istio.io/wasmplugin/istio-system.meshwall-{name}",
                                 "envoy.filters.http.router"]
     [plugin] = harness.wasm_filters(cfg)
@@ -372,7 +414,7 @@ def test_manifest_works_in_envoy_as_istio_configures_it(name, oci_images, fetch,
     module = Path(plugin["vm_config"]["code"]["local"]["filename"]).read_bytes()
     assert module == (harness.WASM_DIR / f"meshwall_{name}.wasm").read_bytes(), "the agent pulled our module"
     with harness.Envoy(cfg, echo_port=echo.port) as envoy:
-        FILTERS[name].probe(envoy, wp["spec"]["pluginConfig"])
+        FILTERS[name].probe(envoy, wp["spec"]["pluginConfig"], mesh)
 
 
 def test_a_wrong_sha256_stops_the_rollout(oci_images, fetch, tmp_path):
@@ -422,19 +464,40 @@ def test_chain_order_is_the_designed_order(tmp_path):
     assert got == want + ["envoy.filters.http.router"]
 
 
+class _With:
+    """The Envoy, with `extra` headers on every request (the credentials of the plugins before)."""
+
+    def __init__(self, envoy, extra: list):
+        self.envoy, self.extra = envoy, list(extra)
+
+    def request(self, method, path, headers=None, body=None, **kw):
+        pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+        return self.envoy.request(method, path, pairs + self.extra, body, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.envoy, name)
+
+
 def test_chain_in_envoy_headers_cleans_the_local_replies_of_later_plugins(oci_images, fetch, echo, tmp_path):
     docs = [_rolled_out(wp, oci_images[1]) for wp in load_docs(CHAIN)]
     by_filter = {_chain_filter(wp): wp["spec"]["pluginConfig"] for wp in docs}
     headers_cfg = by_filter["headers"]
-    cfg = tr.bootstrap(docs, tr.Gateway(), fetch, tmp_path)
     later = [f for f in DESIGN_ORDER if f in by_filter and f != "headers"]
     assert later, "the chain has plugins after headers"
-    with harness.Envoy(cfg, echo_port=echo.port) as envoy:
-        for name in later:
-            assert FILTERS[name].local_reply is not None, f"FILTERS[{name!r}] needs a local_reply"
-            r = FILTERS[name].local_reply(envoy, by_filter[name])
+    with ExitStack() as stack:
+        meshes = {n: stack.enter_context(FILTERS[n].mesh(c)) for n, c in by_filter.items()}
+        clusters = [c for m in meshes.values() for c in m.clusters]
+        cfg = tr.bootstrap(docs, tr.Gateway(), fetch, tmp_path, extra_clusters=clusters)
+        with harness.Envoy(cfg, echo_port=echo.port) as envoy:
+            credentials = []  # what the plugins already passed want to see
+            for name in later:
+                assert FILTERS[name].local_reply is not None, f"FILTERS[{name!r}] needs a local_reply"
+                r = FILTERS[name].local_reply(_With(envoy, credentials), by_filter[name], meshes[name])
+                assert_headers_applied(r, headers_cfg)
+                if FILTERS[name].credentials is not None:
+                    credentials += FILTERS[name].credentials(envoy, by_filter[name], meshes[name])
+            # the router's own local reply too (no virtual host for this authority), for a request
+            # every plugin lets through
+            r = _With(envoy, credentials).request("GET", "/v1/pets?limit=5", {"Host": "unknown.example"})
+            assert r.status == 404 and r.body == b"", r
             assert_headers_applied(r, headers_cfg)
-        # the router's own local reply too
-        r = envoy.request("GET", "/", {"Host": "unknown.example"})
-        assert r.status == 404
-        assert_headers_applied(r, headers_cfg)

@@ -1307,6 +1307,61 @@ fn requires_any_and_all() {
     assert_allowed(&get(&p, &h, "/other", &ec_wrong_iss));
 }
 
+#[test]
+fn invalid_token_in_one_providers_source_is_invalid_not_missing() {
+    // `a-header` (first in order) reads only `Authorization`; `b-query` only `?access_token`.
+    // A bad token in the query is not "missing" because `a-header` could not see it.
+    let cfg = json!({
+        "providers": {
+            "a-header": {"issuer": "https://issuer.example", "local_jwks": {"inline_jwks": jwks()}},
+            "b-query": {"issuer": "https://issuer.example", "local_jwks": {"inline_jwks": jwks()},
+                        "from_params": ["access_token"]}
+        }
+    });
+    let h = MemHost::new();
+    let p = policy_with(&cfg, &h).unwrap();
+    let good = sign("ES256", Some("es256"), &good_claims());
+    let (head, payload) = header_payload(&good);
+    let forged = format!("{head}.{payload}.{}", b64(&[7u8; 64]));
+    let expired = sign(
+        "ES256",
+        Some("es256"),
+        &with(&good_claims(), "exp", json!(NOW - 3600)),
+    );
+    for (tok, detail) in [
+        (forged.as_str(), "Jwt verification fails"),
+        (expired.as_str(), "Jwt is expired"),
+    ] {
+        let a = run(
+            &p,
+            &h,
+            &request("GET", &format!("/x?access_token={tok}"), &[]),
+        );
+        assert_denied(&a, 401, detail);
+        let Action::Reply(r) = a else { unreachable!() };
+        assert!(r
+            .header("www-authenticate")
+            .is_some_and(|w| w.contains("error=\"invalid_token\"")));
+    }
+    assert_allowed(&run(
+        &p,
+        &h,
+        &request("GET", &format!("/x?access_token={good}"), &[]),
+    ));
+    assert_eq!(h.metric("meshwall.jwt.denied.missing"), 0);
+}
+
+#[test]
+fn exp_beyond_year_9999_is_refused_end_to_end() {
+    let h = MemHost::new();
+    let p = policy(&h);
+    // A correctly signed token whose exp means "never": jwt-simple alone would accept it.
+    for exp in [json!(1u64 << 63), json!(u64::MAX)] {
+        let tok = sign("HS256", Some("hs"), &with(&good_claims(), "exp", exp));
+        assert_denied(&get(&p, &h, "/api", &tok), 401, "Jwt claims are malformed");
+    }
+}
+
 // ---------------------------------------------------------------- cache
 
 #[test]

@@ -113,12 +113,15 @@ impl Failure {
     }
 
     /// Precedence when several providers refuse one token: the most informative reason wins
-    /// (a provider that recognised the token says more than one whose issuer differs).
+    /// (a provider that recognised the token says more than one whose issuer differs). A
+    /// provider whose sources do not hold the token says `Missing`, which must never hide
+    /// another provider's verdict on the token (the reply would lack `invalid_token`).
     pub fn rank(self) -> u8 {
         match self {
-            Failure::Issuer => 0,
-            Failure::UnknownKid | Failure::NoFittingKey | Failure::JwksUnavailable => 1,
-            _ => 2,
+            Failure::Missing => 0,
+            Failure::Issuer => 1,
+            Failure::UnknownKid | Failure::NoFittingKey | Failure::JwksUnavailable => 2,
+            _ => 3,
         }
     }
 }
@@ -237,18 +240,26 @@ pub enum SubjectMatch {
     Prefix(String),
 }
 
-/// A NumericDate: a non-negative JSON number of seconds (fractions truncated).
+/// Largest NumericDate accepted: 9999-12-31T23:59:59Z. Beyond it, `exp` would only mean
+/// "never expires" (jwt-simple saturates such values), defeating `require_expiration`.
+pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// A NumericDate: a non-negative JSON number of seconds (fractions truncated), at most
+/// [`MAX_NUMERIC_DATE`] whether written as an integer or not.
 fn numeric_date(v: Option<&Value>) -> Result<Option<u64>, Failure> {
     match v {
         None => Ok(None),
         Some(Value::Number(n)) => {
             if let Some(u) = n.as_u64() {
+                if u > MAX_NUMERIC_DATE {
+                    return Err(Failure::BadClaims);
+                }
                 Ok(Some(u))
             } else if n.is_i64() {
                 Err(Failure::BadClaims)
             } else {
                 match n.as_f64() {
-                    Some(f) if (0.0..1.0e15).contains(&f) => Ok(Some(f as u64)),
+                    Some(f) if (0.0..=MAX_NUMERIC_DATE as f64).contains(&f) => Ok(Some(f as u64)),
                     _ => Err(Failure::BadClaims),
                 }
             }
@@ -366,6 +377,8 @@ pub fn candidate_keys<'k>(set: &'k KeySet, tok: &Decoded<'_>) -> Result<Vec<&'k 
 
 /// Verifies the signature of `tok` with `key` through jwt-simple. The claims were checked
 /// already; jwt-simple re-checks `exp`/`nbf`/`iat` with the same clock and skew.
+/// ECDSA: `r`/`s` of zero or ≥ n fail; the high-s twin `(r, n − s)` of a valid signature
+/// verifies too (RFC 7518 does not require low-s), so nothing may key on signature bytes.
 pub fn verify_with(key: &Key, tok: &Decoded<'_>, now: u64, skew: u64, max_bytes: usize) -> bool {
     let opts = || {
         Some(VerificationOptions {
@@ -749,6 +762,50 @@ mod tests {
         // Fractional NumericDate.
         let frac = json!({"iss":"https://iss","aud":"api","exp":(now as f64) + 0.5});
         assert!(check_claims(&obj(frac), &rules(), now).is_ok());
+    }
+
+    #[test]
+    fn huge_numeric_dates_are_malformed_not_never_expiring() {
+        let now = 1_000_000;
+        let with_exp = |exp: Value| obj(json!({"iss":"https://iss","aud":"api","exp":exp}));
+        let last = MAX_NUMERIC_DATE;
+        assert_eq!(
+            check_claims(&with_exp(json!(last)), &rules(), now),
+            Ok(last + 60)
+        );
+        assert!(check_claims(&with_exp(json!(last as f64)), &rules(), now).is_ok());
+        for exp in [
+            json!(last + 1),
+            json!(1u64 << 63),
+            json!(u64::MAX),
+            json!(1.0e20),
+            json!((last + 10) as f64),
+        ] {
+            assert_eq!(
+                check_claims(&with_exp(exp.clone()), &rules(), now),
+                Err(Failure::BadClaims),
+                "{exp}"
+            );
+        }
+        // nbf and iat follow the same rule.
+        for name in ["nbf", "iat"] {
+            let mut p = with_exp(json!(now + 10));
+            p.insert(name.into(), json!(u64::MAX));
+            assert_eq!(
+                check_claims(&p, &rules(), now),
+                Err(Failure::BadClaims),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_never_outranks_a_verdict_on_the_token() {
+        for f in Failure::ALL {
+            if f != Failure::Missing {
+                assert!(f.rank() > Failure::Missing.rank(), "{f:?}");
+            }
+        }
     }
 
     #[test]

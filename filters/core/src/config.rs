@@ -44,6 +44,61 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Headers that carry HTTP framing or connection handling: no filter may set or remove them.
+pub const FRAMING_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "upgrade",
+    "te",
+    "keep-alive",
+    "proxy-connection",
+];
+
+/// RFC 9110 token characters (header names, methods, cookie names).
+pub fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+/// Checks a configured header name (an RFC 9110 token, no pseudo-header) and returns it
+/// lower-cased, as Envoy hands header names to filters.
+pub fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    if name.is_empty() {
+        return Err(ConfigError::new(field, "header name must not be empty"));
+    }
+    if name.starts_with(':') {
+        return Err(ConfigError::new(
+            field,
+            format!("pseudo-header `{name}` cannot be used"),
+        ));
+    }
+    if !name.chars().all(is_tchar) {
+        return Err(ConfigError::new(
+            field,
+            format!("`{name}` is not a valid header name"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// [`header_name`] for a header the filter writes or removes: also refuses `forbidden`
+/// (pass [`FRAMING_HEADERS`], plus whatever else the filter must never touch).
+pub fn writable_header_name(
+    field: &str,
+    name: &str,
+    forbidden: &[&str],
+) -> Result<String, ConfigError> {
+    let lower = header_name(field, name)?;
+    if forbidden.contains(&lower.as_str()) {
+        return Err(ConfigError::new(
+            field,
+            format!("`{lower}` carries HTTP framing or routing and cannot be changed"),
+        ));
+    }
+    Ok(lower)
+}
+
 /// Parses the plugin configuration. Empty input means `{}` (every field at its default).
 /// Unknown fields, wrong types and duplicate keys are errors naming the field.
 pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
@@ -121,6 +176,29 @@ mod tests {
         assert!(parse_config::<Cfg>(br#"{"name":"a","name":"b"}"#).is_err());
         assert!(parse_config::<Cfg>(br#"{"name":"a"} {}"#).is_err());
         assert!(parse_config::<Cfg>(b"[]").is_err());
+    }
+
+    #[test]
+    fn header_names_are_checked_and_lower_cased() {
+        assert_eq!(header_name("f", "X-User-Id").unwrap(), "x-user-id");
+        for (bad, why) in [
+            ("", "must not be empty"),
+            (":path", "pseudo-header"),
+            ("a b", "not a valid header name"),
+            ("a:b", "not a valid header name"),
+            ("é", "not a valid header name"),
+        ] {
+            let e = header_name("f", bad).unwrap_err();
+            assert_eq!(e.field, "f");
+            assert!(e.reason.contains(why), "{bad}: {e}");
+        }
+        let e = writable_header_name("g", "Content-Length", FRAMING_HEADERS).unwrap_err();
+        assert!(e.reason.contains("framing"), "{e}");
+        assert_eq!(
+            writable_header_name("g", "Cookie", FRAMING_HEADERS).unwrap(),
+            "cookie"
+        );
+        assert!(writable_header_name("g", "Cookie", &["cookie"]).is_err());
     }
 
     #[test]

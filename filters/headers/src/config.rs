@@ -1,5 +1,6 @@
 //! Configuration of the `headers` filter. Every field is optional; see README for the reference.
 
+use meshwall_core::config::{writable_header_name, FRAMING_HEADERS};
 use meshwall_core::ConfigError;
 use serde::Deserialize;
 
@@ -63,17 +64,6 @@ pub const OWASP_API_HEADERS: &[(&str, &str, AppendAction)] = &[
         AppendAction::OverwriteIfExistsOrAdd,
     ),
     ("cache-control", "no-store", AppendAction::AddIfAbsent),
-];
-
-/// Headers that carry HTTP framing or routing: removing or setting them would corrupt the
-/// exchange, so the configuration refuses them.
-const PROTECTED: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "host",
-    "connection",
-    "upgrade",
-    "te",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -165,36 +155,9 @@ fn default_remove() -> Vec<String> {
         .collect()
 }
 
-/// RFC 9110 token characters.
-fn is_tchar(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
-}
-
-/// Checks a header name (or prefix) and returns it lower-cased.
+/// Checks a header name (or prefix) the filter removes or sets; returns it lower-cased.
 pub(crate) fn check_name(field: &str, name: &str) -> Result<String, ConfigError> {
-    if name.is_empty() {
-        return Err(ConfigError::new(field, "header name must not be empty"));
-    }
-    if name.starts_with(':') {
-        return Err(ConfigError::new(
-            field,
-            format!("pseudo-header `{name}` cannot be changed"),
-        ));
-    }
-    if !name.chars().all(is_tchar) {
-        return Err(ConfigError::new(
-            field,
-            format!("`{name}` is not a valid header name"),
-        ));
-    }
-    let lower = name.to_ascii_lowercase();
-    if PROTECTED.contains(&lower.as_str()) {
-        return Err(ConfigError::new(
-            field,
-            format!("`{lower}` carries HTTP framing or routing and cannot be changed"),
-        ));
-    }
-    Ok(lower)
+    writable_header_name(field, name, FRAMING_HEADERS)
 }
 
 pub(crate) fn check_value(field: &str, value: &str) -> Result<(), ConfigError> {

@@ -12,6 +12,7 @@ use crate::token::{
     Decoded, Failure, SubjectMatch,
 };
 use lru::LruCache;
+use meshwall_core::config::{is_tchar, writable_header_name};
 use meshwall_core::{
     Action, CalloutResponse, ConfigError, HeaderOp, Host, LocalReply, MetricId, MetricKind, Policy,
     Request,
@@ -112,25 +113,8 @@ pub struct JwtPolicy {
     metrics: Metrics,
 }
 
-fn is_tchar(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
-}
-
 fn check_header_name(field: &str, name: &str) -> Result<String, ConfigError> {
-    if name.is_empty() || !name.chars().all(is_tchar) {
-        return Err(ConfigError::new(
-            field,
-            format!("`{name}` is not a valid header name"),
-        ));
-    }
-    let lower = name.to_ascii_lowercase();
-    if PROTECTED.contains(&lower.as_str()) {
-        return Err(ConfigError::new(
-            field,
-            format!("`{lower}` cannot be written by this filter"),
-        ));
-    }
-    Ok(lower)
+    writable_header_name(field, name, PROTECTED)
 }
 
 fn check_text(field: &str, s: &str) -> Result<(), ConfigError> {

@@ -293,14 +293,7 @@ pub fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
 
 /// A header name the filter reads: RFC 9110 token, lower-cased; no pseudo-headers.
 pub fn check_header_name(field: &str, name: &str) -> Result<String, ConfigError> {
-    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if name.is_empty() || !name.chars().all(tchar) {
-        return Err(ConfigError::new(
-            field,
-            format!("`{name}` is not a valid header name"),
-        ));
-    }
-    Ok(name.to_ascii_lowercase())
+    meshwall_core::config::header_name(field, name)
 }
 
 #[cfg(test)]

@@ -255,7 +255,7 @@ fn bad_configs_name_the_field() {
                 r#"{{"rules":[{{"name":"a",{ip},{tb},"match":{{"headers":[{{"name":":path"}}]}}}}]}}"#
             ),
             "rules[0].match.headers[0].name",
-            "not a valid header name",
+            "pseudo-header",
         ),
         (
             format!(

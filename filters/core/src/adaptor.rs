@@ -241,11 +241,7 @@ impl<P: Policy> Http<P> {
                 apply_ops(MapType::HttpRequestHeaders, &ops);
                 WasmAction::Continue
             }
-            Action::Reply(reply) => {
-                self.replied = true;
-                send_reply(&reply);
-                WasmAction::Pause
-            }
+            Action::Reply(reply) => self.reply(&reply),
             Action::ReadBody { max_bytes, ops } => {
                 apply_ops(MapType::HttpRequestHeaders, &ops);
                 if end_of_stream {
@@ -268,17 +264,20 @@ impl<P: Policy> Http<P> {
         }
     }
 
+    /// Answers locally; the request goes no further.
+    fn reply(&mut self, reply: &LocalReply) -> WasmAction {
+        self.replied = true;
+        send_reply(reply);
+        WasmAction::Pause
+    }
+
     fn act_after_body(&mut self, action: Action) -> WasmAction {
         match action {
             Action::Continue(ops) | Action::ReadBody { ops, .. } => {
                 apply_ops(MapType::HttpRequestHeaders, &ops);
                 WasmAction::Continue
             }
-            Action::Reply(reply) => {
-                self.replied = true;
-                send_reply(&reply);
-                WasmAction::Pause
-            }
+            Action::Reply(reply) => self.reply(&reply),
         }
     }
 }
@@ -289,9 +288,7 @@ impl<P: Policy> HttpContext for Http<P> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> WasmAction {
         let Some(policy) = self.policy.clone() else {
             // Only reachable if Envoy kept a plugin whose configuration failed: fail closed.
-            self.replied = true;
-            send_reply(&LocalReply::problem(503, "filter not configured"));
-            return WasmAction::Pause;
+            return self.reply(&LocalReply::problem(503, "filter not configured"));
         };
         if !policy.uses_request() {
             return WasmAction::Continue;

@@ -12,7 +12,7 @@ use crate::token::{
     Decoded, Failure, SubjectMatch,
 };
 use lru::LruCache;
-use meshwall_core::config::{is_tchar, writable_header_name};
+use meshwall_core::config::{is_tchar, writable_header_name, FRAMING_HEADERS};
 use meshwall_core::{
     Action, CalloutResponse, ConfigError, HeaderOp, Host, LocalReply, MetricId, MetricKind, Policy,
     Request,
@@ -29,19 +29,9 @@ pub const TICK: Duration = Duration::from_millis(500);
 const MAX_CACHE_SIZE: usize = 100_000;
 const MAX_CLOCK_SKEW: u64 = 3600;
 
-/// Headers a claim may never be written to: HTTP framing/routing.
-const PROTECTED: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "host",
-    "connection",
-    "upgrade",
-    "te",
-    "cookie",
-    "keep-alive",
-    "proxy-connection",
-    "expect",
-];
+/// Headers a claim may never be written to, besides the framing ones
+/// ([`meshwall_core::config::FRAMING_HEADERS`]).
+const NEVER_CLAIM_HEADERS: &[&str] = &["cookie", "expect"];
 
 enum Keys {
     Local(Rc<KeySet>),
@@ -114,7 +104,8 @@ pub struct JwtPolicy {
 }
 
 fn check_header_name(field: &str, name: &str) -> Result<String, ConfigError> {
-    writable_header_name(field, name, PROTECTED)
+    let lower = writable_header_name(field, name, FRAMING_HEADERS)?;
+    writable_header_name(field, &lower, NEVER_CLAIM_HEADERS)
 }
 
 fn check_text(field: &str, s: &str) -> Result<(), ConfigError> {

@@ -97,6 +97,20 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request with this method, path and headers (scheme `http`, no body, no client IP);
+    /// set the other fields with struct update syntax. For tests and tools.
+    pub fn new(method: &str, path: &str, headers: &[(&str, &str)]) -> Self {
+        Request {
+            method: method.to_string(),
+            path: path.to_string(),
+            authority: "api.example".to_string(),
+            scheme: "http".to_string(),
+            headers: Headers::from_pairs(headers.iter().copied()),
+            client_ip: None,
+            has_body: false,
+        }
+    }
+
     /// The path without the query string.
     pub fn path_only(&self) -> &str {
         match self.path.find('?') {
@@ -151,6 +165,17 @@ mod tests {
         assert_eq!(h.get_all("b").collect::<Vec<_>>(), vec!["3", "4"]);
         h.apply(&[HeaderOp::Remove("B".into())]);
         assert!(!h.contains("b"));
+    }
+
+    #[test]
+    fn new_builds_a_plain_request() {
+        let r = Request::new("POST", "/a?b=1", &[("X-A", "1")]);
+        assert_eq!(
+            (r.method.as_str(), r.path_only(), r.query()),
+            ("POST", "/a", Some("b=1"))
+        );
+        assert_eq!(r.headers.get("x-a"), Some("1"));
+        assert!(!r.has_body && r.client_ip.is_none());
     }
 
     #[test]

@@ -184,15 +184,7 @@ fn policy(host: &MemHost) -> JwtPolicy {
 }
 
 fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
-    Request {
-        method: method.into(),
-        path: path.into(),
-        authority: "api.example".into(),
-        scheme: "http".into(),
-        headers: Headers::from_pairs(headers.iter().copied()),
-        client_ip: None,
-        has_body: false,
-    }
+    Request::new(method, path, headers)
 }
 
 fn bearer(tok: &str) -> String {

@@ -208,15 +208,9 @@ pub fn removal_ops(req: &Request, table: &[Source], found: &Found) -> Vec<Header
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshwall_core::Headers;
 
     fn req(path: &str, headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "GET".into(),
-            path: path.into(),
-            headers: Headers::from_pairs(headers.iter().copied()),
-            ..Default::default()
-        }
+        Request::new("GET", path, headers)
     }
 
     fn table() -> Vec<Source> {

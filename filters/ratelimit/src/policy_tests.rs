@@ -29,13 +29,8 @@ fn one_rule(key: &str, max: u32, per: u32, interval: &str, extra: &str) -> Strin
 
 fn req(method: &str, path: &str, ip: &str, headers: &[(&str, &str)]) -> Request {
     Request {
-        method: method.into(),
-        path: path.into(),
-        authority: "api.example".into(),
-        scheme: "http".into(),
-        headers: Headers::from_pairs(headers.iter().copied()),
         client_ip: Some(ip.into()),
-        has_body: false,
+        ..Request::new(method, path, headers)
     }
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use meshwall_core::{parse_config, Headers, MemHost};
+use meshwall_core::{parse_config, MemHost};
 
 const SPEC_YAML: &str = r##"
 openapi: 3.0.3
@@ -53,11 +53,8 @@ fn policy_with(extra: serde_json::Value) -> (ValidatePolicy, MemHost) {
 
 fn req(method: &str, path: &str, headers: &[(&str, &str)], has_body: bool) -> Request {
     Request {
-        method: method.into(),
-        path: path.into(),
-        headers: Headers::from_pairs(headers.iter().copied()),
         has_body,
-        ..Default::default()
+        ..Request::new(method, path, headers)
     }
 }
 

@@ -348,31 +348,14 @@ impl Policy for ValidatePolicy {
                 _ => self.finish(ex, host),
             };
         };
-        let Some(path) = spec.strip_base(req.path_only()) else {
-            let reply = LocalReply::problem(404, "no API operation matches the request path");
-            return self
-                .violation(
-                    ex,
-                    self.cfg.unknown_path,
-                    Metric::R404,
-                    reply,
-                    "path outside the base paths",
-                    host,
-                )
-                .unwrap_or_else(|| self.finish(ex, host));
+        let (found, miss) = match spec.strip_base(req.path_only()) {
+            Some(path) => (spec.find(path), "unknown path"),
+            None => (Vec::new(), "path outside the base paths"),
         };
-        let found = spec.find(path);
         if found.is_empty() {
             let reply = LocalReply::problem(404, "no API operation matches the request path");
             return self
-                .violation(
-                    ex,
-                    self.cfg.unknown_path,
-                    Metric::R404,
-                    reply,
-                    "unknown path",
-                    host,
-                )
+                .violation(ex, self.cfg.unknown_path, Metric::R404, reply, miss, host)
                 .unwrap_or_else(|| self.finish(ex, host));
         }
         let chosen = found

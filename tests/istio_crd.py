@@ -26,8 +26,8 @@ import jsonschema
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_ISTIO = ROOT.parent / "shared" / "istio"
-CRD_PATH = SHARED_ISTIO / "wasmplugin-crd.yaml"
+ISTIO_DATA = ROOT / "tests" / "data" / "istio"  # vendored: see its SOURCE.md
+CRD_PATH = ISTIO_DATA / "wasmplugin-crd.yaml"
 INT32 = (-(2 ** 31), 2 ** 31 - 1)
 
 

@@ -26,7 +26,7 @@ import pytest
 
 import harness
 import istio_translate as tr
-from istio_crd import CRD_PATH, RULES, SHARED_ISTIO, WasmPluginValidator, load_docs, strip_err
+from istio_crd import CRD_PATH, RULES, ISTIO_DATA, WasmPluginValidator, load_docs, strip_err
 from istio_filters import FILTERS, assert_headers_applied
 
 ROOT = harness.ROOT
@@ -38,8 +38,8 @@ REGISTRY = "registry.example.com/meshwall"
 with open(ROOT / "Cargo.toml", "rb") as _f:
     VERSION = tomllib.load(_f)["workspace"]["package"]["version"]
 
-VALID_FIXTURES = load_docs(SHARED_ISTIO / "wasmplugin-valid.yaml")
-INVALID_FIXTURES = load_docs(SHARED_ISTIO / "wasmplugin-invalid.yaml")
+VALID_FIXTURES = load_docs(ISTIO_DATA / "wasmplugin-valid.yaml")
+INVALID_FIXTURES = load_docs(ISTIO_DATA / "wasmplugin-invalid.yaml")
 
 
 def _doc_id(d) -> str:
@@ -439,7 +439,7 @@ def test_without_server_header_passthrough_istio_envoy_is_put_back(oci_images, f
 
 # --- 6. the full chain ---------------------------------------------------------------------------------
 
-DESIGN_ORDER = ["headers", "jwt", "ratelimit", "validate"]  # shared/DESIGN.md; headers first to see every reply
+DESIGN_ORDER = ["headers", "jwt", "ratelimit", "validate"]  # the documented order; headers first to see every reply
 
 
 def _chain_filter(wp: dict) -> str:

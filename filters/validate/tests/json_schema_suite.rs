@@ -1,7 +1,7 @@
 //! The JSON-Schema-Test-Suite (required tests, not `optional/`) run through the filter's own
 //! schema compile path: `draft2020-12` as OpenAPI 3.1 schemas, `draft4` through the
-//! OpenAPI 3.0 translation. The suite lives beside the repository in
-//! `../shared/json-schema-test-suite` (relative to the repository root).
+//! OpenAPI 3.0 translation. The suite is vendored in `tests/data/json-schema-test-suite`
+//! (upstream commit and what was kept: its `SOURCE.md`).
 //!
 //! The suite's `remotes/` tree is preloaded under `http://localhost:1234/` (where the suite
 //! expects it to be served) through `compile_with_preloaded`, a test-only entry point: the
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 const SKIPS: &[(&str, &str, &str)] = &[];
 
 fn suite_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/json-schema-test-suite")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/json-schema-test-suite")
 }
 
 fn suite_dir() -> PathBuf {

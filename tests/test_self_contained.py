@@ -3,7 +3,8 @@
 A user's clone has nothing beside it. Every test, script and build file is scanned for relative
 paths (`../…`) that resolve outside the repository, for references to a `shared/` folder beside
 the checkout, and for Python path arithmetic that climbs above the root. Vendored test data
-(`…/data/…`, with its own SOURCE.md) is data, not code, and is not scanned.
+(`…/data/…`, with its own SOURCE.md) is data, not code, and is not scanned; nor is this file,
+whose examples of bad paths are checked by `test_scanner_flags_paths_above_the_root`.
 """
 
 import re
@@ -32,7 +33,7 @@ def tracked_files():
         if not name:
             continue
         p = ROOT / name
-        if "/data/" in f"/{name}" or not p.is_file():
+        if "/data/" in f"/{name}" or not p.is_file() or p == Path(__file__).resolve():
             continue
         top = name.split("/", 1)[0]
         if top in ("docs",) or name.endswith(".md"):

@@ -12,12 +12,16 @@ pub enum Action {
     /// `Policy::on_request_body`. The header changes apply now. Only meaningful as the
     /// answer to `on_request_headers`.
     ///
-    /// In proxy-wasm a paused header phase also stops the body callbacks, so the headers go
+    /// With `hold_headers`, the headers wait too: nothing of the request reaches the upstream
+    /// before the body's verdict. That needs Envoy's `PluginConfig`
+    /// `allow_on_headers_stop_iteration: true` (without it a paused header phase also stops
+    /// the body callbacks and the request would hang). Without `hold_headers` the headers go
     /// on to the next filter (the router may open the upstream request) while the body is
-    /// held here; a rejected body is answered locally and never reaches the upstream.
+    /// held; a rejected body is still answered locally and never reaches the upstream.
     ReadBody {
         max_bytes: usize,
         ops: Vec<HeaderOp>,
+        hold_headers: bool,
     },
     /// Answer the request here; it never reaches the upstream.
     Reply(LocalReply),

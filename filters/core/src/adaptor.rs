@@ -7,7 +7,7 @@
 use crate::action::{Action, Body, LocalReply};
 use crate::config::parse_config;
 use crate::host::{CalloutResponse, Host, HostError, MetricId, MetricKind};
-use crate::http::{client_ip_from_address, split_pseudo, HeaderOp, Request, Response};
+use crate::http::{client_ip_from_address, split_pseudo, HeaderOp, Headers, Request, Response};
 use crate::policy::Policy;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -242,7 +242,11 @@ impl<P: Policy> Http<P> {
                 WasmAction::Continue
             }
             Action::Reply(reply) => self.reply(&reply),
-            Action::ReadBody { max_bytes, ops } => {
+            Action::ReadBody {
+                max_bytes,
+                ops,
+                hold_headers,
+            } => {
                 apply_ops(MapType::HttpRequestHeaders, &ops);
                 if end_of_stream {
                     let Some(policy) = self.policy.clone() else {
@@ -254,11 +258,18 @@ impl<P: Policy> Http<P> {
                 } else {
                     self.body_limit = max_bytes;
                     self.req = Some(req);
-                    // Pausing here (StopAllIteration) would also hold the body back from this
-                    // filter, so `on_http_request_body` would never run and the request would
-                    // hang. The headers continue; the body is held (Pause in the body callback,
-                    // StopIterationAndBuffer) until it is complete and checked.
-                    WasmAction::Continue
+                    if hold_headers {
+                        // StopIteration: with Envoy's `allow_on_headers_stop_iteration` the
+                        // body callbacks still run, and the headers go on only with the body,
+                        // once it is checked (Continue from the body callback).
+                        WasmAction::Pause
+                    } else {
+                        // Without that host option a paused header phase would also hold the
+                        // body back (StopAllIteration) and the request would hang: the headers
+                        // continue; the body is held (Pause in the body callback,
+                        // StopIterationAndBuffer) until it is complete and checked.
+                        WasmAction::Continue
+                    }
                 }
             }
         }
@@ -330,11 +341,17 @@ impl<P: Policy> HttpContext for Http<P> {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> WasmAction {
-        // Trailers end the stream: a body still being buffered is complete now.
         if self.replied {
             return WasmAction::Pause;
         }
-        let (Some(req), Some(policy)) = (self.req.take(), self.policy.clone()) else {
+        let Some(policy) = self.policy.clone() else {
+            return WasmAction::Continue;
+        };
+        let trailers = Headers(read_map(MapType::HttpRequestTrailers));
+        let ops = policy.on_request_trailers(&mut self.ex, &trailers, &WasmHost);
+        apply_ops(MapType::HttpRequestTrailers, &ops);
+        // Trailers end the stream: a body still being buffered is complete now.
+        let Some(req) = self.req.take() else {
             return WasmAction::Continue;
         };
         let body = read_buffer(
@@ -369,6 +386,16 @@ impl<P: Policy> HttpContext for Http<P> {
         let ops =
             policy.on_response_headers(&mut self.ex, &Response { status, headers }, &WasmHost);
         apply_ops(MapType::HttpResponseHeaders, &ops);
+        WasmAction::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> WasmAction {
+        let Some(policy) = self.policy.clone() else {
+            return WasmAction::Continue;
+        };
+        let trailers = Headers(read_map(MapType::HttpResponseTrailers));
+        let ops = policy.on_response_trailers(&mut self.ex, &trailers, &WasmHost);
+        apply_ops(MapType::HttpResponseTrailers, &ops);
         WasmAction::Continue
     }
 }

@@ -226,3 +226,177 @@ mod address_tests {
         assert_eq!(ip("10.1.2.3"), "10.1.2.3");
     }
 }
+
+/// Decodes one `application/x-www-form-urlencoded` component (`+` is a space); invalid UTF-8
+/// is replaced, so the result never matches a configured value by accident.
+pub fn form_decode(s: &str) -> String {
+    let plus = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// `(name, value)` pairs of a query string, form-decoded, in order (repeats kept).
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (form_decode(k), form_decode(v)),
+            None => (form_decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// `(name, value)` pairs of every `Cookie` header, in order (repeats kept); a value in
+/// double quotes loses them (RFC 6265 `cookie-value`).
+pub fn cookie_pairs(headers: &Headers) -> Vec<(&str, &str)> {
+    headers
+        .get_all("cookie")
+        .flat_map(|h| h.split(';'))
+        .filter_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .unwrap_or(v);
+            Some((k.trim(), v))
+        })
+        .collect()
+}
+
+/// The one value of cookie `name`; a cookie given twice is ambiguous (Django and Rack read
+/// the last, most others the first).
+pub fn single_cookie<'a>(
+    headers: &'a Headers,
+    name: &str,
+) -> Result<Option<&'a str>, crate::canon::Ambiguity> {
+    let mut found = None;
+    for (k, v) in cookie_pairs(headers) {
+        if k == name {
+            if found.is_some() {
+                return Err(crate::canon::Ambiguity::RepeatedCookie(name.to_string()));
+            }
+            found = Some(v);
+        }
+    }
+    Ok(found)
+}
+
+impl Headers {
+    /// Every value of `name` in any spelling a CGI-style backend folds into it (`_` for `-`,
+    /// any case), in order.
+    pub fn get_all_folded<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| crate::canon::same_header(k, name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The names present that fold into `name` but are spelled differently (`x_user_id` for
+    /// `x-user-id`), in order.
+    pub fn other_spellings<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| {
+                !k.eq_ignore_ascii_case(name) && crate::canon::same_header(k, name)
+            })
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// Refuses a request that carries any of `names` in another spelling: a filter that
+    /// trusts, writes or validates `x-user-id` cannot let `x_user_id` through to a backend
+    /// that reads both as `HTTP_X_USER_ID`.
+    pub fn check_spellings<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), crate::canon::Ambiguity> {
+        for name in names {
+            if self.other_spellings(name).next().is_some() {
+                return Err(crate::canon::Ambiguity::HeaderSpelling(name.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The one value of `name`: given twice (Go and Java read the first, others join or take
+    /// the last) or in another spelling, the header is ambiguous.
+    pub fn single(&self, name: &str) -> Result<Option<&str>, crate::canon::Ambiguity> {
+        self.check_spellings([name])?;
+        let mut values = self
+            .0
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(crate::canon::Ambiguity::RepeatedHeader(name.to_string()));
+        }
+        Ok(first)
+    }
+}
+
+#[cfg(test)]
+mod canonical_lookup_tests {
+    use super::*;
+    use crate::canon::Ambiguity;
+
+    #[test]
+    fn folded_lookups_see_every_spelling() {
+        let h = Headers::from_pairs([("x-user-id", "1"), ("X_User_Id", "2"), ("x-other", "3")]);
+        assert_eq!(
+            h.get_all_folded("x-user-id").collect::<Vec<_>>(),
+            ["1", "2"]
+        );
+        assert_eq!(
+            h.other_spellings("x-user-id").collect::<Vec<_>>(),
+            ["x_user_id"]
+        );
+        assert_eq!(
+            h.check_spellings(["x-other", "x-user-id"]),
+            Err(Ambiguity::HeaderSpelling("x-user-id".into()))
+        );
+        assert!(h.check_spellings(["x-other"]).is_ok());
+    }
+
+    #[test]
+    fn single_values() {
+        let h = Headers::from_pairs([("x-api-key", "k1"), ("x-api-key", "k1"), ("a", "1")]);
+        assert_eq!(
+            h.single("x-api-key"),
+            Err(Ambiguity::RepeatedHeader("x-api-key".into()))
+        );
+        assert_eq!(h.single("a"), Ok(Some("1")));
+        assert_eq!(h.single("b"), Ok(None));
+        let h = Headers::from_pairs([("x_api_key", "k1")]);
+        assert_eq!(
+            h.single("x-api-key"),
+            Err(Ambiguity::HeaderSpelling("x-api-key".into()))
+        );
+    }
+
+    #[test]
+    fn cookies_and_queries() {
+        let h = Headers::from_pairs([("cookie", "a=1; b=\"two\""), ("cookie", "c=3; a=9")]);
+        assert_eq!(
+            cookie_pairs(&h),
+            [("a", "1"), ("b", "two"), ("c", "3"), ("a", "9")]
+        );
+        assert_eq!(single_cookie(&h, "b"), Ok(Some("two")));
+        assert_eq!(
+            single_cookie(&h, "a"),
+            Err(Ambiguity::RepeatedCookie("a".into()))
+        );
+        assert_eq!(single_cookie(&h, "z"), Ok(None));
+        assert_eq!(
+            query_pairs("a=1&b=x+y%21&&c&a=%ff"),
+            [
+                ("a".to_string(), "1".to_string()),
+                ("b".into(), "x y!".into()),
+                ("c".into(), "".into()),
+                ("a".into(), "\u{fffd}".into())
+            ]
+        );
+    }
+}

@@ -7,9 +7,11 @@
 //! Envoy; a filter crate's `lib.rs` exports its module with [`export_policy!`].
 
 pub mod action;
+pub mod canon;
 pub mod config;
 pub mod host;
 pub mod http;
+pub mod matching;
 pub mod policy;
 
 #[cfg(target_arch = "wasm32")]
@@ -19,9 +21,11 @@ pub mod adaptor;
 pub use proxy_wasm;
 
 pub use action::{Action, Body, LocalReply};
+pub use canon::{canonical_path, Ambiguity, CanonConfig};
 pub use config::{parse_config, ConfigError};
 pub use host::{CalloutResponse, Host, HostError, MemHost, MetricId, MetricKind};
 pub use http::{HeaderOp, Headers, Request, Response};
+pub use matching::{MethodSet, PathMatch};
 pub use policy::Policy;
 
 /// Exports a proxy-wasm module that runs policy `$policy`. Put it in the filter crate's

@@ -3,7 +3,7 @@
 use crate::action::{Action, Body};
 use crate::config::ConfigError;
 use crate::host::{CalloutResponse, Host};
-use crate::http::{HeaderOp, Request, Response};
+use crate::http::{HeaderOp, Headers, Request, Response};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
@@ -55,6 +55,28 @@ pub trait Policy: Sized + 'static {
         _host: &dyn Host,
     ) -> Action {
         Action::proceed()
+    }
+
+    /// Request trailers have arrived (HTTP/2, gRPC, chunked HTTP/1.1): the changes to make to
+    /// them before they go upstream. A filter that strips or writes a header strips it from
+    /// the trailers too, or the upstream sees it there.
+    fn on_request_trailers(
+        &self,
+        _ex: &mut Self::Exchange,
+        _trailers: &Headers,
+        _host: &dyn Host,
+    ) -> Vec<HeaderOp> {
+        Vec::new()
+    }
+
+    /// Response trailers are about to go downstream: the changes to make to them.
+    fn on_response_trailers(
+        &self,
+        _ex: &mut Self::Exchange,
+        _trailers: &Headers,
+        _host: &dyn Host,
+    ) -> Vec<HeaderOp> {
+        Vec::new()
     }
 
     /// Response headers are about to go downstream: upstream responses and local replies

@@ -89,6 +89,11 @@ pub struct ValidateConfig {
     pub max_errors: usize,
     /// JSON threat protection limits, applied to every JSON body before schema validation.
     pub json_limits: JsonLimits,
+    /// Hold the request headers until the body is checked, so nothing of a refused request
+    /// reaches the upstream. Needs Envoy's `allow_on_headers_stop_iteration: true` in the
+    /// filter's `PluginConfig`; set `false` only where the host cannot set it (the headers
+    /// then reach the upstream before the body's verdict; logged at configure time).
+    pub hold_headers: bool,
 }
 
 impl Default for ValidateConfig {
@@ -104,6 +109,7 @@ impl Default for ValidateConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_errors: DEFAULT_MAX_ERRORS,
             json_limits: JsonLimits::default(),
+            hold_headers: true,
         }
     }
 }

@@ -193,6 +193,7 @@ impl ValidatePolicy {
         Action::ReadBody {
             max_bytes: self.cfg.max_body_bytes,
             ops: Vec::new(),
+            hold_headers: self.cfg.hold_headers,
         }
     }
 
@@ -328,6 +329,11 @@ impl Policy for ValidatePolicy {
                 s.version,
                 s.items.len(),
                 s.items.iter().map(|i| i.operations.len()).sum::<usize>()
+            );
+        }
+        if !config.hold_headers {
+            log::warn!(
+                "meshwall.validate: hold_headers is off: request headers reach the upstream before the body is checked"
             );
         }
         Ok(ValidatePolicy {

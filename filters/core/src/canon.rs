@@ -1,0 +1,362 @@
+//! The canonical request view: what every policy matches on, and what it refuses.
+//!
+//! Backends read the same bytes differently (Tomcat and Spring strip `;params` and resolve
+//! `..;`, Rack and WSGI fold `_` into `-` in header names, qs and Rails build objects from
+//! brackets, Django upper-cases methods). A policy that matched the raw request would decide
+//! on something the backend does not act on. So every policy matches on one canonical form,
+//! built here, and refuses what has no single meaning ([`Ambiguity`], answered with 400).
+//!
+//! The path, step by step ([`canonical_path`]):
+//! 1. the query string and anything after it are cut off; a fragment (`#`) is refused;
+//! 2. percent-escapes are checked (`%zz`, a cut-off `%4` are refused), unreserved characters
+//!    (`A-Z a-z 0-9 - . _ ~`) are decoded, every other escape is kept with upper-case hex;
+//!    an encoded `/` or `\` is refused (or, with `allow_encoded_slashes`, kept as data in its
+//!    segment), as are encoded control characters and double encoding (`%25` + two hex digits);
+//! 3. a raw `\` is refused (or kept as data with `allow_backslashes`);
+//! 4. `;` path parameters are refused (or, with `allow_path_params`, cut from each segment as
+//!    Tomcat does); a dot segment with parameters (`..;`, `.;x`) is always refused;
+//! 5. a dot segment written with an escape (`%2e%2e`, `.%2E`) is refused; literal `.` and `..`
+//!    are resolved (RFC 3986 §5.2.4), never above the root;
+//! 6. empty segments are merged (`//a` is `/a`), the trailing slash is kept (matching decides
+//!    whether it counts), and with `case_insensitive_paths` the path is lower-cased.
+
+use serde::Deserialize;
+
+/// Why a request was refused as ambiguous. [`Ambiguity::reason`] is the short code used in
+/// the problem reply, the log line and the metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ambiguity {
+    /// The path is not origin-form (`/…`) or `*`.
+    NotOriginForm,
+    /// A `#` fragment in the request target.
+    Fragment,
+    /// A malformed percent-escape.
+    BadEscape,
+    /// `%2F` or `%5C`: a separator for some servers, data for others.
+    EncodedSlash,
+    /// A literal `\`: a separator for some servers (IIS, some Java containers).
+    Backslash,
+    /// An encoded control character (`%00`, `%0A`, …).
+    EncodedControl,
+    /// `%25` followed by two hex digits: a second decoding changes the path.
+    DoubleEncoding,
+    /// `;` parameters in a path segment (Tomcat, Jetty and Spring strip them).
+    PathParams,
+    /// A dot segment carrying parameters (`..;`): Tomcat resolves it, others do not.
+    DotSegmentParams,
+    /// A dot segment written with escapes (`%2e%2e`): resolved by some servers only.
+    EncodedDotSegment,
+    /// A header given in two spellings that backends fold together (`x_user_id` beside
+    /// `x-user-id`), or in a spelling other than the configured one.
+    HeaderSpelling(String),
+    /// A header that must have one value was given several times.
+    RepeatedHeader(String),
+    /// A cookie that must have one value was given several times.
+    RepeatedCookie(String),
+    /// A query parameter that must have one value was given several times, or in a bracket
+    /// form (`name[]`, `name[0]`, `name[a][b]`) that frameworks turn into arrays or objects.
+    RepeatedParam(String),
+}
+
+impl Ambiguity {
+    /// Short, stable code: metric label, log reason, problem `reason` member.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Ambiguity::NotOriginForm => "path_not_origin_form",
+            Ambiguity::Fragment => "path_fragment",
+            Ambiguity::BadEscape => "path_bad_escape",
+            Ambiguity::EncodedSlash => "path_encoded_slash",
+            Ambiguity::Backslash => "path_backslash",
+            Ambiguity::EncodedControl => "path_encoded_control",
+            Ambiguity::DoubleEncoding => "path_double_encoding",
+            Ambiguity::PathParams => "path_params",
+            Ambiguity::DotSegmentParams => "path_dot_segment_params",
+            Ambiguity::EncodedDotSegment => "path_encoded_dot_segment",
+            Ambiguity::HeaderSpelling(_) => "header_spelling",
+            Ambiguity::RepeatedHeader(_) => "repeated_header",
+            Ambiguity::RepeatedCookie(_) => "repeated_cookie",
+            Ambiguity::RepeatedParam(_) => "repeated_param",
+        }
+    }
+
+    /// Every reason code, for defining one metric per reason at configure time.
+    pub const REASONS: &'static [&'static str] = &[
+        "path_not_origin_form",
+        "path_fragment",
+        "path_bad_escape",
+        "path_encoded_slash",
+        "path_backslash",
+        "path_encoded_control",
+        "path_double_encoding",
+        "path_params",
+        "path_dot_segment_params",
+        "path_encoded_dot_segment",
+        "header_spelling",
+        "repeated_header",
+        "repeated_cookie",
+        "repeated_param",
+    ];
+
+    /// The 400 problem reply: `detail` says what was ambiguous, `reason` is the code.
+    pub fn reply(&self) -> crate::action::LocalReply {
+        crate::action::LocalReply::builder(400, &self.detail())
+            .member("reason", serde_json::Value::from(self.reason()))
+            .build()
+    }
+
+    /// The fixed sentence of the problem reply (no request data in it, except a configured
+    /// name: header, cookie or parameter names come from the configuration).
+    pub fn detail(&self) -> String {
+        match self {
+            Ambiguity::NotOriginForm => "the request path must start with '/'".into(),
+            Ambiguity::Fragment => "the request path must not carry a fragment".into(),
+            Ambiguity::BadEscape => "the request path has a malformed percent-escape".into(),
+            Ambiguity::EncodedSlash => "the request path has an encoded '/' or '\\'".into(),
+            Ambiguity::Backslash => "the request path has a '\\'".into(),
+            Ambiguity::EncodedControl => "the request path has an encoded control character".into(),
+            Ambiguity::DoubleEncoding => "the request path is percent-encoded twice".into(),
+            Ambiguity::PathParams => "the request path has ';' parameters".into(),
+            Ambiguity::DotSegmentParams => {
+                "the request path has a dot segment with ';' parameters".into()
+            }
+            Ambiguity::EncodedDotSegment => {
+                "the request path has a percent-encoded dot segment".into()
+            }
+            Ambiguity::HeaderSpelling(n) => {
+                format!("header '{n}' is given in another spelling ('_' for '-')")
+            }
+            Ambiguity::RepeatedHeader(n) => format!("header '{n}' must be given once"),
+            Ambiguity::RepeatedCookie(n) => format!("cookie '{n}' must be given once"),
+            Ambiguity::RepeatedParam(n) => {
+                format!("query parameter '{n}' must be given once, without brackets")
+            }
+        }
+    }
+}
+
+/// How request paths are read: the `canonical` section of every policy's configuration.
+/// Every `allow_*` is an opt-out from a refusal, for APIs that really use that form.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CanonConfig {
+    /// Accept `;` path parameters and ignore them for matching (Tomcat's reading).
+    pub allow_path_params: bool,
+    /// Accept `%2F` / `%5C` as data inside a segment (never as a separator).
+    pub allow_encoded_slashes: bool,
+    /// Accept a literal `\` as data inside a segment.
+    pub allow_backslashes: bool,
+    /// `/a` and `/a/` are the same for exact and prefix matches (Express, Spring MVC).
+    pub trailing_slash_insensitive: bool,
+    /// Paths compare without regard to ASCII case.
+    pub case_insensitive_paths: bool,
+    /// A rule naming `GET` also applies to `HEAD` (servers answer HEAD with the GET handler).
+    pub head_matches_get: bool,
+}
+
+impl Default for CanonConfig {
+    fn default() -> Self {
+        CanonConfig {
+            allow_path_params: false,
+            allow_encoded_slashes: false,
+            allow_backslashes: false,
+            trailing_slash_insensitive: true,
+            case_insensitive_paths: false,
+            head_matches_get: true,
+        }
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// One segment as it is being built.
+#[derive(Default)]
+struct Segment {
+    text: String,
+    /// A `.` in the text came from `%2e`.
+    escaped_dot: bool,
+    /// The segment had `;` parameters (already cut off).
+    params: bool,
+    /// Inside the parameters: the rest of the segment is dropped.
+    in_params: bool,
+}
+
+/// Adds a finished segment to `out`: dot segments resolved, empty ones merged. True when the
+/// segment was a dot segment (the path then ends with `/`).
+fn finish_segment(seg: Segment, out: &mut Vec<String>) -> Result<bool, Ambiguity> {
+    let dot = seg.text == "." || seg.text == "..";
+    if dot && seg.params {
+        return Err(Ambiguity::DotSegmentParams);
+    }
+    if dot && seg.escaped_dot {
+        return Err(Ambiguity::EncodedDotSegment);
+    }
+    match seg.text.as_str() {
+        "" | "." => Ok(dot),
+        ".." => {
+            out.pop();
+            Ok(true)
+        }
+        _ => {
+            out.push(seg.text);
+            Ok(false)
+        }
+    }
+}
+
+/// The canonical form of a request path (the part before `?`). See the module docs.
+pub fn canonical_path(raw: &str, cfg: &CanonConfig) -> Result<String, Ambiguity> {
+    let path = raw.split('?').next().unwrap_or("");
+    if path.contains('#') {
+        return Err(Ambiguity::Fragment);
+    }
+    if path == "*" {
+        return Ok("*".into());
+    }
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(Ambiguity::NotOriginForm);
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut seg = Segment::default();
+    // Whether the canonical path ends with `/` (`/a/`, `/a/.`, `/a//`).
+    let mut trailing = false;
+    let mut i = 1;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'/' => {
+                finish_segment(std::mem::take(&mut seg), &mut out)?;
+                trailing = true;
+                i += 1;
+                continue;
+            }
+            b';' => {
+                if !seg.in_params && (seg.text == "." || seg.text == "..") {
+                    return Err(Ambiguity::DotSegmentParams);
+                }
+                if !cfg.allow_path_params {
+                    return Err(Ambiguity::PathParams);
+                }
+                seg.params = true;
+                seg.in_params = true;
+            }
+            b'\\' => {
+                if !cfg.allow_backslashes {
+                    return Err(Ambiguity::Backslash);
+                }
+                if !seg.in_params {
+                    seg.text.push_str("%5C");
+                }
+            }
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(Ambiguity::BadEscape);
+                };
+                let v = h * 16 + l;
+                if v < 0x20 || v == 0x7f {
+                    return Err(Ambiguity::EncodedControl);
+                }
+                if (v == b'/' || v == b'\\') && !cfg.allow_encoded_slashes {
+                    return Err(Ambiguity::EncodedSlash);
+                }
+                if v == b'%'
+                    && bytes.get(i + 3).copied().and_then(hex).is_some()
+                    && bytes.get(i + 4).copied().and_then(hex).is_some()
+                {
+                    return Err(Ambiguity::DoubleEncoding);
+                }
+                if !seg.in_params {
+                    if is_unreserved(v) {
+                        seg.text.push(char::from(v));
+                        seg.escaped_dot |= v == b'.';
+                    } else {
+                        seg.text.push('%');
+                        seg.text
+                            .push(char::from(b"0123456789ABCDEF"[usize::from(h)]));
+                        seg.text
+                            .push(char::from(b"0123456789ABCDEF"[usize::from(l)]));
+                    }
+                }
+                i += 3;
+                continue;
+            }
+            _ => {
+                if !seg.in_params {
+                    // Multi-byte UTF-8 is copied byte-run by byte-run below.
+                    if b.is_ascii() {
+                        seg.text.push(char::from(b));
+                    } else {
+                        let start = i;
+                        let mut end = i + 1;
+                        while end < bytes.len() && !path.is_char_boundary(end) {
+                            end += 1;
+                        }
+                        seg.text.push_str(path.get(start..end).unwrap_or(""));
+                        i = end;
+                        continue;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    if !seg.text.is_empty() || seg.params {
+        let empty = seg.text.is_empty();
+        trailing = finish_segment(seg, &mut out)? || empty;
+    }
+    let mut canon = String::with_capacity(path.len());
+    for s in &out {
+        canon.push('/');
+        canon.push_str(s);
+    }
+    if canon.is_empty() || trailing {
+        canon.push('/');
+    }
+    if cfg.case_insensitive_paths {
+        canon.make_ascii_lowercase();
+    }
+    Ok(canon)
+}
+
+/// A header name as CGI-style servers see it: lower-case, `_` read as `-`.
+pub fn fold_header_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'_' => '-',
+            other => char::from(other.to_ascii_lowercase()),
+        })
+        .collect()
+}
+
+/// Whether two header names are the same for a backend that folds `_` into `-`.
+pub fn same_header(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes().zip(b.bytes()).all(|(x, y)| {
+            let f = |c: u8| {
+                if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            };
+            f(x) == f(y)
+        })
+}
+
+#[cfg(test)]
+#[path = "canon_tests.rs"]
+mod tests;

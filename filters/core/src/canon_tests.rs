@@ -1,0 +1,145 @@
+//! The canonical path, as a table: raw path → canonical form, or the refusal.
+
+use super::*;
+
+fn canon(raw: &str) -> Result<String, Ambiguity> {
+    canonical_path(raw, &CanonConfig::default())
+}
+
+#[test]
+fn equivalent_spellings_have_one_form() {
+    for (raw, want) in [
+        ("/", "/"),
+        ("/a/b", "/a/b"),
+        ("/a/b/", "/a/b/"),
+        ("/a/b?x=1/../..", "/a/b"),
+        ("//a///b", "/a/b"),
+        ("/a/./b", "/a/b"),
+        ("/a/b/.", "/a/b/"),
+        ("/a/b/..", "/a/"),
+        ("/a/../b", "/b"),
+        ("/../../a", "/a"),
+        ("/public/../admin/x", "/admin/x"),
+        ("/%61dmin", "/admin"),
+        ("/a%2Db%5f%7E", "/a-b_~"),
+        ("/a%2db", "/a-b"),
+        ("/a%20b", "/a%20b"),
+        ("/a%3ab", "/a%3Ab"),
+        ("/a%3Bb", "/a%3Bb"),
+        ("/caf%C3%A9", "/caf%C3%A9"),
+        ("/café", "/café"),
+        ("/..a/.b./...", "/..a/.b./..."),
+        ("/a.%2e/b", "/a../b"),
+        ("*", "*"),
+    ] {
+        assert_eq!(canon(raw).as_deref(), Ok(want), "{raw}");
+    }
+}
+
+#[test]
+fn ambiguous_paths_are_refused() {
+    use Ambiguity::*;
+    for (raw, why) in [
+        ("/public/%2e%2e;/admin/x", DotSegmentParams),
+        ("/public/%2e%2e/admin/x", EncodedDotSegment),
+        ("/public/.%2E/admin", EncodedDotSegment),
+        ("/public/%2e/admin", EncodedDotSegment),
+        ("/public/..;/admin", DotSegmentParams),
+        ("/public/.;x/admin", DotSegmentParams),
+        ("/login;jsessionid=1", PathParams),
+        ("/a;b/c", PathParams),
+        ("/a%2fb", EncodedSlash),
+        ("/a%2F..%2Fadmin", EncodedSlash),
+        ("/a%5cb", EncodedSlash),
+        ("/a\\..\\admin", Backslash),
+        ("/a%00", EncodedControl),
+        ("/a%0d%0a", EncodedControl),
+        ("/a%7f", EncodedControl),
+        ("/a%252e%252e/b", DoubleEncoding),
+        ("/a%zz", BadEscape),
+        ("/a%4", BadEscape),
+        ("/a%", BadEscape),
+        ("/a#frag", Fragment),
+        ("a/b", NotOriginForm),
+        ("", NotOriginForm),
+        ("http://h/a", NotOriginForm),
+    ] {
+        assert_eq!(canon(raw), Err(why), "{raw}");
+    }
+}
+
+#[test]
+fn opt_outs_keep_the_form_as_data() {
+    let params = CanonConfig {
+        allow_path_params: true,
+        ..CanonConfig::default()
+    };
+    for (raw, want) in [
+        ("/login;jsessionid=1", "/login"),
+        ("/a;x=1/b;y", "/a/b"),
+        ("/a/;x", "/a/"),
+        ("/a;x/", "/a/"),
+    ] {
+        assert_eq!(canonical_path(raw, &params).as_deref(), Ok(want), "{raw}");
+    }
+    // A dot segment with parameters stays refused: Tomcat resolves `..;`, others do not.
+    assert_eq!(
+        canonical_path("/public/..;/admin", &params),
+        Err(Ambiguity::DotSegmentParams)
+    );
+    let slashes = CanonConfig {
+        allow_encoded_slashes: true,
+        allow_backslashes: true,
+        ..CanonConfig::default()
+    };
+    assert_eq!(
+        canonical_path("/files/a%2fb%5Cc\\d", &slashes).as_deref(),
+        Ok("/files/a%2Fb%5Cc%5Cd"),
+        "encoded separators are data inside the segment, never separators"
+    );
+    assert_eq!(
+        canonical_path("/a%2f..%2fadmin", &slashes).as_deref(),
+        Ok("/a%2F..%2Fadmin")
+    );
+    let ci = CanonConfig {
+        case_insensitive_paths: true,
+        ..CanonConfig::default()
+    };
+    assert_eq!(canonical_path("/Admin/X", &ci).as_deref(), Ok("/admin/x"));
+}
+
+#[test]
+fn header_names_fold_underscores_and_case() {
+    assert_eq!(fold_header_name("X_User_Id"), "x-user-id");
+    assert!(same_header("x_user_id", "X-User-Id"));
+    assert!(!same_header("x-user-idx", "x-user-id"));
+    assert!(!same_header("x-userid", "x-user-id"));
+}
+
+#[test]
+fn every_reason_is_listed() {
+    use Ambiguity::*;
+    let all = [
+        NotOriginForm,
+        Fragment,
+        BadEscape,
+        EncodedSlash,
+        Backslash,
+        EncodedControl,
+        DoubleEncoding,
+        PathParams,
+        DotSegmentParams,
+        EncodedDotSegment,
+        HeaderSpelling("h".into()),
+        RepeatedHeader("h".into()),
+        RepeatedCookie("c".into()),
+        RepeatedParam("p".into()),
+    ];
+    let reasons: Vec<&str> = all.iter().map(Ambiguity::reason).collect();
+    assert_eq!(reasons, Ambiguity::REASONS);
+    let reply = RepeatedHeader("x-api-key".into()).reply();
+    assert_eq!(reply.status, 400);
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(body["reason"], "repeated_header");
+    assert_eq!(body["detail"], "header 'x-api-key' must be given once");
+}

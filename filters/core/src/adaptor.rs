@@ -145,13 +145,18 @@ impl<P: Policy> Context for Root<P> {
             .find(|(k, _)| k == ":status")
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
-        let body = read_buffer(BufferType::HttpCallResponseBody, body_size);
+        let body = if body_size > policy.max_callout_body() {
+            Vec::new()
+        } else {
+            read_buffer(BufferType::HttpCallResponseBody, body_size)
+        };
         policy.on_http_call_response(
             token_id,
             CalloutResponse {
                 status,
                 headers: headers.0,
                 body,
+                body_size,
             },
             &WasmHost,
         );

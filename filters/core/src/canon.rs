@@ -134,6 +134,44 @@ impl Ambiguity {
     }
 }
 
+/// One policy's answer to ambiguous requests: a 400 problem reply naming the reason, one
+/// log line, and a counter per reason (`meshwall.<policy>.ambiguous.<reason>`).
+pub struct Refusals {
+    policy: &'static str,
+    metrics: Vec<Option<crate::host::MetricId>>,
+}
+
+impl Refusals {
+    /// Defines the counters (at configure time).
+    pub fn define(policy: &'static str, host: &dyn crate::host::Host) -> Self {
+        let metrics = Ambiguity::REASONS
+            .iter()
+            .map(|r| {
+                host.define_metric(
+                    crate::host::MetricKind::Counter,
+                    &format!("meshwall.{policy}.ambiguous.{r}"),
+                )
+                .ok()
+            })
+            .collect();
+        Refusals { policy, metrics }
+    }
+
+    /// Counts, logs and answers an ambiguous request.
+    pub fn refuse(&self, a: &Ambiguity, host: &dyn crate::host::Host) -> crate::action::Action {
+        let i = Ambiguity::REASONS.iter().position(|r| *r == a.reason());
+        if let Some(Some(id)) = i.and_then(|i| self.metrics.get(i)) {
+            host.increment_metric(*id, 1);
+        }
+        log::info!(
+            "meshwall.{}: 400 ambiguous request: {}",
+            self.policy,
+            a.reason()
+        );
+        crate::action::Action::Reply(a.reply())
+    }
+}
+
 /// How request paths are read: the `canonical` section of every policy's configuration.
 /// Every `allow_*` is an opt-out from a refusal, for APIs that really use that form.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -143,3 +143,19 @@ fn every_reason_is_listed() {
     assert_eq!(body["reason"], "repeated_header");
     assert_eq!(body["detail"], "header 'x-api-key' must be given once");
 }
+
+#[test]
+fn refusals_count_per_reason_and_answer_400() {
+    use crate::host::MemHost;
+    let host = MemHost::new();
+    let r = Refusals::define("jwt", &host);
+    let a = r.refuse(&Ambiguity::PathParams, &host);
+    match a {
+        crate::Action::Reply(reply) => assert_eq!(reply.status, 400),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(host.metric("meshwall.jwt.ambiguous.path_params"), 1);
+    assert!(host
+        .metric_names()
+        .contains(&"meshwall.jwt.ambiguous.path_backslash".to_string()));
+}

@@ -39,7 +39,23 @@ pub struct CalloutResponse {
     /// `:status`; 0 when the call failed without a response (reset, timeout, no cluster).
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The body; left empty (never copied into the VM) when `body_size` is over the
+    /// policy's [`crate::Policy::max_callout_body`].
     pub body: Vec<u8>,
+    /// The size of the body as the host has it.
+    pub body_size: usize,
+}
+
+impl CalloutResponse {
+    /// A response with its whole body (`body_size` is the body's length).
+    pub fn new(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Self {
+        CalloutResponse {
+            status,
+            headers,
+            body_size: body.len(),
+            body,
+        }
+    }
 }
 
 /// What a policy may ask of Envoy. One implementation calls proxy-wasm host functions;

@@ -21,7 +21,7 @@ pub mod adaptor;
 pub use proxy_wasm;
 
 pub use action::{Action, Body, LocalReply};
-pub use canon::{canonical_path, Ambiguity, CanonConfig};
+pub use canon::{canonical_path, Ambiguity, CanonConfig, Refusals};
 pub use config::{parse_config, ConfigError};
 pub use host::{CalloutResponse, Host, HostError, MemHost, MetricId, MetricKind};
 pub use http::{HeaderOp, Headers, Request, Response};

@@ -98,6 +98,12 @@ pub trait Policy: Sized + 'static {
     /// Periodic background work (e.g. refreshing a JWKS); runs in the root context.
     fn on_tick(&self, _host: &dyn Host) {}
 
+    /// The largest callout response body copied into the VM; a larger one arrives with an
+    /// empty `body` and its `body_size`, so a hostile endpoint cannot grow the VM's memory.
+    fn max_callout_body(&self) -> usize {
+        1 << 20
+    }
+
     /// The answer to an [`Host::http_call`] made from `on_tick` (calls belong to the root
     /// context; a call made while handling a request would be cancelled with the request).
     fn on_http_call_response(&self, _token: u32, _response: CalloutResponse, _host: &dyn Host) {}

@@ -1449,11 +1449,7 @@ fn remote_config() -> Value {
 }
 
 fn ok_response(doc: &Value) -> CalloutResponse {
-    CalloutResponse {
-        status: 200,
-        headers: vec![],
-        body: serde_json::to_vec(doc).unwrap(),
-    }
+    CalloutResponse::new(200, vec![], serde_json::to_vec(doc).unwrap())
 }
 
 fn jwks_with(kids: &[&str]) -> Value {
@@ -1623,11 +1619,11 @@ fn remote_server_down_fails_closed_then_recovers() {
     // A broken document is a failed fetch as well.
     w.on_http_call_response(
         h.calls()[1].token,
-        CalloutResponse {
-            status: 200,
-            headers: vec![],
-            body: b"{\"keys\":[{\"kty\":\"oct\",\"k\":\"AA\"}]}".to_vec(),
-        },
+        CalloutResponse::new(
+            200,
+            vec![],
+            b"{\"keys\":[{\"kty\":\"oct\",\"k\":\"AA\"}]}".to_vec(),
+        ),
         &h,
     );
     assert_eq!(h.metric("meshwall.jwt.jwks_fetch.failed"), 2);

@@ -3,7 +3,8 @@
 use crate::config::{
     check_name, check_value, AppendAction, HeadersConfig, Preset, OWASP_API_HEADERS,
 };
-use meshwall_core::{Action, ConfigError, HeaderOp, Host, Policy, Request, Response};
+use meshwall_core::canon::same_header;
+use meshwall_core::{Action, ConfigError, HeaderOp, Headers, Host, Policy, Request, Response};
 
 /// A header to add to responses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,12 +37,15 @@ impl Strip {
         Ok(s)
     }
 
+    /// Whether `name` is on the list in any spelling a backend folds together: `_` and `-`
+    /// are one character, case is ignored (`x_internal_role` matches prefix `x-internal-`;
+    /// Rack, WSGI and PHP read both as `HTTP_X_INTERNAL_ROLE`).
     fn matches(&self, name: &str) -> bool {
-        self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
-            || self.prefixes.iter().any(|p| {
-                name.len() >= p.len()
-                    && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-            })
+        self.names.iter().any(|n| same_header(n, name))
+            || self
+                .prefixes
+                .iter()
+                .any(|p| name.get(..p.len()).is_some_and(|head| same_header(head, p)))
     }
 
     /// One `Remove` per distinct matching name present.
@@ -190,6 +194,17 @@ impl Policy for HeadersPolicy {
         Action::Continue(self.request_strip.ops(req.headers.names()))
     }
 
+    /// Request trailers lose the same names as the request headers: HTTP/2 and gRPC forward
+    /// trailers, and a backend may read them as headers.
+    fn on_request_trailers(
+        &self,
+        _ex: &mut (),
+        trailers: &Headers,
+        _host: &dyn Host,
+    ) -> Vec<HeaderOp> {
+        self.request_strip.ops(trailers.names())
+    }
+
     fn on_response_headers(
         &self,
         _ex: &mut (),
@@ -197,6 +212,16 @@ impl Policy for HeadersPolicy {
         _host: &dyn Host,
     ) -> Vec<HeaderOp> {
         self.response_ops(resp)
+    }
+
+    /// Response trailers are cleaned with the same names and prefixes as response headers.
+    fn on_response_trailers(
+        &self,
+        _ex: &mut (),
+        trailers: &Headers,
+        _host: &dyn Host,
+    ) -> Vec<HeaderOp> {
+        self.response_strip.ops(trailers.names())
     }
 }
 
@@ -370,6 +395,56 @@ mod tests {
         h.apply(&ops);
         assert_eq!(h.names().collect::<Vec<_>>(), vec!["accept"]);
         assert_eq!(ops.len(), 2, "one removal per distinct name: {ops:?}");
+    }
+
+    #[test]
+    fn request_lists_strip_every_spelling_a_backend_folds_together() {
+        let p = policy(r#"{"request_headers_to_remove":["x-user-id"],"request_header_prefixes_to_remove":["x-internal-"]}"#).unwrap();
+        for name in [
+            "x_user_id",
+            "X_USER-ID",
+            "x-user_id",
+            "x_internal_role",
+            "X_Internal-Debug",
+            "x-internal_x",
+        ] {
+            let req = Request {
+                headers: Headers::from_pairs([(name, "spoofed"), ("x-user-idx", "kept")]),
+                ..Default::default()
+            };
+            let Action::Continue(ops) = p.on_request_headers(&mut (), &req, &MemHost::new()) else {
+                panic!("must continue")
+            };
+            let mut h = req.headers.clone();
+            h.apply(&ops);
+            assert_eq!(h.names().collect::<Vec<_>>(), ["x-user-idx"], "{name}");
+        }
+    }
+
+    #[test]
+    fn trailers_are_cleaned_like_headers() {
+        let p = policy(r#"{"request_headers_to_remove":["x-user-id"],"response_header_prefixes_to_remove":["x-envoy-"]}"#).unwrap();
+        let host = MemHost::new();
+        let mut t = Headers::from_pairs([
+            ("x_user_id", "admin"),
+            ("x-user-id", "admin"),
+            ("grpc-status", "0"),
+        ]);
+        t.apply(&p.on_request_trailers(&mut (), &t, &host));
+        assert_eq!(t.names().collect::<Vec<_>>(), ["grpc-status"]);
+        // Response trailers: the default list (server, x-powered-by, …) and the prefixes.
+        let mut t = Headers::from_pairs([
+            ("server", "gunicorn"),
+            ("X-Powered-By", "PHP/8"),
+            ("x_envoy_upstream_service_time", "3"),
+            ("grpc-status", "0"),
+            ("grpc-message", "ok"),
+        ]);
+        t.apply(&p.on_response_trailers(&mut (), &t, &host));
+        assert_eq!(
+            t.names().collect::<Vec<_>>(),
+            ["grpc-status", "grpc-message"]
+        );
     }
 
     #[test]

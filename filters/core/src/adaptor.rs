@@ -4,8 +4,9 @@
 //! host errors, and its string getters panic on non-UTF-8 header values; a panic kills the
 //! VM). Header values are read as bytes and converted lossily.
 
-use crate::action::{Action, Body, LocalReply};
+use crate::action::LocalReply;
 use crate::config::parse_config;
+use crate::exchange::{Exchange, Step};
 use crate::host::{CalloutResponse, Host, HostError, MetricId, MetricKind};
 use crate::http::{client_ip_from_address, split_pseudo, HeaderOp, Headers, Request, Response};
 use crate::policy::Policy;
@@ -192,10 +193,7 @@ impl<P: Policy> RootContext for Root<P> {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http::<P> {
             policy: self.policy.clone(),
-            ex: P::Exchange::default(),
-            req: None,
-            body_limit: 0,
-            replied: false,
+            x: Exchange::new(),
         }))
     }
 
@@ -206,11 +204,7 @@ impl<P: Policy> RootContext for Root<P> {
 
 struct Http<P: Policy> {
     policy: Option<Rc<P>>,
-    ex: P::Exchange,
-    /// Kept while the body is being buffered.
-    req: Option<Request>,
-    body_limit: usize,
-    replied: bool,
+    x: Exchange<P>,
 }
 
 impl<P: Policy> Http<P> {
@@ -238,62 +232,22 @@ impl<P: Policy> Http<P> {
             has_body: !end_of_stream,
         }
     }
+}
 
-    /// Carries out a decision; returns what to tell Envoy.
-    fn act(&mut self, action: Action, req: Request, end_of_stream: bool) -> WasmAction {
-        match action {
-            Action::Continue(ops) => {
-                apply_ops(MapType::HttpRequestHeaders, &ops);
-                WasmAction::Continue
-            }
-            Action::Reply(reply) => self.reply(&reply),
-            Action::ReadBody {
-                max_bytes,
-                ops,
-                hold_headers,
-            } => {
-                apply_ops(MapType::HttpRequestHeaders, &ops);
-                if end_of_stream {
-                    let Some(policy) = self.policy.clone() else {
-                        return WasmAction::Continue;
-                    };
-                    let next =
-                        policy.on_request_body(&mut self.ex, &req, Body::Complete(&[]), &WasmHost);
-                    self.act_after_body(next)
-                } else {
-                    self.body_limit = max_bytes;
-                    self.req = Some(req);
-                    if hold_headers {
-                        // StopIteration: with Envoy's `allow_on_headers_stop_iteration` the
-                        // body callbacks still run, and the headers go on only with the body,
-                        // once it is checked (Continue from the body callback).
-                        WasmAction::Pause
-                    } else {
-                        // Without that host option a paused header phase would also hold the
-                        // body back (StopAllIteration) and the request would hang: the headers
-                        // continue; the body is held (Pause in the body callback,
-                        // StopIterationAndBuffer) until it is complete and checked.
-                        WasmAction::Continue
-                    }
-                }
-            }
+/// Carries out a driver step on the request headers.
+fn carry_out(step: Step) -> WasmAction {
+    match step {
+        Step::Continue(ops) => {
+            apply_ops(MapType::HttpRequestHeaders, &ops);
+            WasmAction::Continue
         }
-    }
-
-    /// Answers locally; the request goes no further.
-    fn reply(&mut self, reply: &LocalReply) -> WasmAction {
-        self.replied = true;
-        send_reply(reply);
-        WasmAction::Pause
-    }
-
-    fn act_after_body(&mut self, action: Action) -> WasmAction {
-        match action {
-            Action::Continue(ops) | Action::ReadBody { ops, .. } => {
-                apply_ops(MapType::HttpRequestHeaders, &ops);
-                WasmAction::Continue
-            }
-            Action::Reply(reply) => self.reply(&reply),
+        Step::Pause(ops) => {
+            apply_ops(MapType::HttpRequestHeaders, &ops);
+            WasmAction::Pause
+        }
+        Step::Reply(reply) => {
+            send_reply(&reply);
+            WasmAction::Pause
         }
     }
 }
@@ -304,74 +258,41 @@ impl<P: Policy> HttpContext for Http<P> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> WasmAction {
         let Some(policy) = self.policy.clone() else {
             // Only reachable if Envoy kept a plugin whose configuration failed: fail closed.
-            return self.reply(&LocalReply::problem(503, "filter not configured"));
+            send_reply(&LocalReply::problem(503, "filter not configured"));
+            return WasmAction::Pause;
         };
         if !policy.uses_request() {
             return WasmAction::Continue;
         }
         let req = Self::read_request(end_of_stream, policy.uses_client_ip());
-        let action = policy.on_request_headers(&mut self.ex, &req, &WasmHost);
-        self.act(action, req, end_of_stream)
+        carry_out(
+            self.x
+                .request_headers(&policy, req, end_of_stream, &WasmHost),
+        )
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> WasmAction {
-        if self.replied {
-            return WasmAction::Pause;
-        }
-        let Some(req) = self.req.as_ref() else {
-            return WasmAction::Continue;
-        };
         let Some(policy) = self.policy.clone() else {
-            return WasmAction::Continue;
-        };
-        if body_size > self.body_limit {
-            let action = policy.on_request_body(
-                &mut self.ex,
-                req,
-                Body::TooLarge {
-                    limit: self.body_limit,
-                },
-                &WasmHost,
-            );
-            self.req = None;
-            return self.act_after_body(action);
-        }
-        if !end_of_stream {
             return WasmAction::Pause;
-        }
-        let body = read_buffer(BufferType::HttpRequestBody, body_size);
-        let action = policy.on_request_body(&mut self.ex, req, Body::Complete(&body), &WasmHost);
-        self.req = None;
-        self.act_after_body(action)
+        };
+        let mut read = |max: usize| read_buffer(BufferType::HttpRequestBody, max);
+        carry_out(
+            self.x
+                .request_body(&policy, body_size, end_of_stream, &mut read, &WasmHost),
+        )
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> WasmAction {
-        if self.replied {
-            return WasmAction::Pause;
-        }
         let Some(policy) = self.policy.clone() else {
-            return WasmAction::Continue;
+            return WasmAction::Pause;
         };
         let trailers = Headers(read_map(MapType::HttpRequestTrailers));
-        let ops = policy.on_request_trailers(&mut self.ex, &trailers, &WasmHost);
+        let mut read = |max: usize| read_buffer(BufferType::HttpRequestBody, max);
+        let (ops, step) = self
+            .x
+            .request_trailers(&policy, &trailers, &mut read, &WasmHost);
         apply_ops(MapType::HttpRequestTrailers, &ops);
-        // Trailers end the stream: a body still being buffered is complete now.
-        let Some(req) = self.req.take() else {
-            return WasmAction::Continue;
-        };
-        let body = read_buffer(
-            BufferType::HttpRequestBody,
-            self.body_limit.saturating_add(1),
-        );
-        let view = if body.len() > self.body_limit {
-            Body::TooLarge {
-                limit: self.body_limit,
-            }
-        } else {
-            Body::Complete(&body)
-        };
-        let action = policy.on_request_body(&mut self.ex, &req, view, &WasmHost);
-        self.act_after_body(action)
+        carry_out(step)
     }
 
     fn on_http_response_headers(
@@ -388,8 +309,9 @@ impl<P: Policy> HttpContext for Http<P> {
             .find(|(k, _)| k == ":status")
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
-        let ops =
-            policy.on_response_headers(&mut self.ex, &Response { status, headers }, &WasmHost);
+        let ops = self
+            .x
+            .response_headers(&policy, &Response { status, headers }, &WasmHost);
         apply_ops(MapType::HttpResponseHeaders, &ops);
         WasmAction::Continue
     }
@@ -399,7 +321,7 @@ impl<P: Policy> HttpContext for Http<P> {
             return WasmAction::Continue;
         };
         let trailers = Headers(read_map(MapType::HttpResponseTrailers));
-        let ops = policy.on_response_trailers(&mut self.ex, &trailers, &WasmHost);
+        let ops = self.x.response_trailers(&policy, &trailers, &WasmHost);
         apply_ops(MapType::HttpResponseTrailers, &ops);
         WasmAction::Continue
     }

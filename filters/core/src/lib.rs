@@ -9,6 +9,7 @@
 pub mod action;
 pub mod canon;
 pub mod config;
+pub mod exchange;
 pub mod host;
 pub mod http;
 pub mod matching;
@@ -23,6 +24,7 @@ pub use proxy_wasm;
 pub use action::{Action, Body, LocalReply};
 pub use canon::{canonical_path, Ambiguity, CanonConfig, Refusals};
 pub use config::{parse_config, ConfigError};
+pub use exchange::{send, Exchange, Sent, Step};
 pub use host::{CalloutResponse, Host, HostError, MemHost, MetricId, MetricKind};
 pub use http::{HeaderOp, Headers, Request, Response};
 pub use matching::{MethodSet, PathMatch};

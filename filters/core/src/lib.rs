@@ -8,6 +8,7 @@
 
 pub mod action;
 pub mod canon;
+pub mod chain;
 pub mod config;
 pub mod exchange;
 pub mod host;
@@ -23,6 +24,7 @@ pub use proxy_wasm;
 
 pub use action::{Action, Body, LocalReply};
 pub use canon::{canonical_path, Ambiguity, CanonConfig, Refusals};
+pub use chain::Chain;
 pub use config::{parse_config, ConfigError};
 pub use exchange::{send, Exchange, Sent, Step};
 pub use host::{CalloutResponse, Host, HostError, MemHost, MetricId, MetricKind};

@@ -16,10 +16,14 @@ help:
 setup:
 	@scripts/setup
 
-# Every filter crate → target/wasm32-wasip1/release/meshwall_<filter>.wasm
+# Every policy → target/wasm32-wasip1/release/meshwall_<policy>.wasm (its `module` feature
+# exports it), and the suite → meshwall.wasm (all policies, one module). The suite is built
+# first: it links the policies without their exports.
+POLICIES := headers jwt ratelimit validate
 build: setup
-	cargo build --release --target $(WASM_TARGET) --workspace
-	@ls -l target/$(WASM_TARGET)/release/meshwall_*.wasm | awk '{print "built", $$NF, $$5, "bytes"}'
+	cargo build --release --target $(WASM_TARGET) -p meshwall-suite
+	cargo build --release --target $(WASM_TARGET) $(foreach p,$(POLICIES),-p meshwall-$(p)) --features module
+	@ls -l target/$(WASM_TARGET)/release/meshwall*.wasm | awk '{print "built", $$NF, $$5, "bytes"}'
 
 unit: setup
 	cargo test --workspace
@@ -32,7 +36,7 @@ test: unit integration
 lint: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --release --target $(WASM_TARGET) --workspace -- -D warnings
+	cargo clippy --release --target $(WASM_TARGET) --workspace --all-features -- -D warnings
 
 run: build
 	@scripts/run

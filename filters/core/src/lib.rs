@@ -33,11 +33,12 @@ pub use matching::{MethodSet, PathMatch};
 pub use policy::Policy;
 
 /// Exports a proxy-wasm module that runs policy `$policy`. Put it in the filter crate's
-/// `lib.rs`; it expands to nothing outside wasm builds.
+/// `lib.rs`; it expands to nothing outside wasm builds, and nothing unless the crate's
+/// `module` feature is on (the suite links every policy and exports one module itself).
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(all(target_arch = "wasm32", feature = "module"))]
         $crate::proxy_wasm::main! {{
             $crate::adaptor::start::<$policy>();
         }}

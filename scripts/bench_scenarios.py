@@ -1,0 +1,243 @@
+"""The scenarios of `make bench`, as data: each is a description and a list of variants (the first
+is the reference the others are compared with), built for a mode (`direct` or `proxied`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+import harness
+
+WASM = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+ROUTER = {"name": "envoy.filters.http.router",
+          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                           "suppress_envoy_headers": True}}
+# Headers a backend leaks, added to every answer so the headers policy has work to do.
+LEAKY = ["server", "x-powered-by", "x-aspnet-version", "x-runtime"]
+OWASP = [("strict-transport-security", "max-age=63072000; includeSubDomains"),
+         ("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"),
+         ("referrer-policy", "no-referrer"),
+         ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+         ("cross-origin-resource-policy", "same-origin"),
+         ("x-permitted-cross-domain-policies", "none")]
+
+
+@dataclass
+class Load:
+    """What wrk sends: headers, and optionally a method/body/path or a whole Lua script."""
+    headers: list = field(default_factory=list)
+    method: Optional[str] = None
+    body: Optional[str] = None
+    path: str = "/bench"
+    lua: Optional[str] = None
+
+
+@dataclass
+class Variant:
+    label: str
+    filters: list = field(default_factory=list)  # http_filters before the router
+    route_extra: dict = field(default_factory=dict)  # extra route fields (native header options)
+    load: Load = field(default_factory=Load)
+
+
+def listener(name, http_filters, routes):
+    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+           "stat_prefix": name, "server_header_transformation": "PASS_THROUGH",
+           "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}]},
+           "http_filters": http_filters + [ROUTER]}
+    return {"name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                            "typed_config": hcm}]}]}
+
+
+def bootstrap(listeners, clusters=()):
+    return {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+            "static_resources": {"listeners": listeners, "clusters": list(clusters)}}
+
+
+def backend_cluster():
+    return {"name": "backend", "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}}}}]}]}}
+
+
+def leaky_answer():
+    return {"direct_response": {"status": 200, "body": {"inline_string": '{"ok":true}'}},
+            "response_headers_to_add": [{"header": {"key": k, "value": "x"}} for k in LEAKY]}
+
+
+def backend_bootstrap():
+    """The backend of `proxied` mode: an Envoy answering with leaky headers."""
+    return bootstrap([listener("backend", [], [{"match": {"prefix": "/"}, **leaky_answer()}])])
+
+
+def front(http_filters, route_extra=None, direct=False):
+    """The Envoy under test: `direct` answers itself (with the leaky headers), else forwards."""
+    route = {"match": {"prefix": "/"}}
+    if direct:
+        route.update(leaky_answer())
+    else:
+        route["route"] = {"cluster": "backend"}
+    extra = dict(route_extra or {})
+    if direct and "response_headers_to_add" in extra:
+        route["response_headers_to_add"] = route["response_headers_to_add"] + extra.pop("response_headers_to_add")
+    route.update(extra)
+    return bootstrap([listener("front", http_filters, [route])], [backend_cluster()])
+
+
+def wasm_filter(name, config, module=None):
+    """A meshwall module; `module` defaults to meshwall_<name>.wasm (the suite is meshwall.wasm)."""
+    text = config if isinstance(config, str) else json.dumps(config)
+    return {"name": f"meshwall.{name}", "typed_config": {"@type": WASM, "config": {
+        "name": f"meshwall.{name}", "root_id": f"meshwall.{name}",
+        "allow_on_headers_stop_iteration": True,
+        "vm_config": {"vm_id": f"meshwall.{name}", "runtime": "envoy.wasm.runtime.v8",
+                      "code": {"local": {"filename": f"target/wasm32-wasip1/release/{module or f'meshwall_{name}'}.wasm"}}},
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": text}}}}
+
+
+def suite_filter(sections):
+    return wasm_filter("suite", sections, module="meshwall")
+
+
+# -- native equivalents ------------------------------------------------------------------------
+NATIVE_HEADERS_ROUTE = {
+    "response_headers_to_remove": LEAKY,
+    "response_headers_to_add": [{"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+                                for k, v in OWASP]
+    + [{"header": {"key": "cache-control", "value": "no-store"}, "append_action": "ADD_IF_ABSENT"}],
+}
+BIG_BUCKET = {"max_tokens": 1_000_000_000, "tokens_per_fill": 1_000_000_000, "fill_interval": "1s"}
+
+
+def native_local_ratelimit():
+    return {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "bench", "token_bucket": BIG_BUCKET,
+        "filter_enabled": {"runtime_key": "rl_enabled", "default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "filter_enforced": {"runtime_key": "rl_enforced", "default_value": {"numerator": 100, "denominator": "HUNDRED"}}}}
+
+
+RATELIMIT_GLOBAL = {"rules": [{"name": "all", "key": [{"generic_key": {"descriptor_value": "all"}}],
+                               "token_bucket": BIG_BUCKET}], "enable_ratelimit_headers": False}
+RATELIMIT_PER_IP = {"rules": [{"name": "per-ip", "key": [{"remote_address": {}}], "token_bucket": BIG_BUCKET}],
+                    "enable_ratelimit_headers": False}
+
+
+def jwt_setup(alg, rotate):
+    """Native jwt_authn and meshwall.jwt configs with the same inline JWKS and semantics (issuer,
+    audience, sub → x-user-id, token removed, 1,000-entry cache), and the load: one token on every
+    request (`rotate=False`, the cache path) or 4,000 distinct tokens in turn (every request
+    verifies a signature)."""
+    from jwt_tokens import Keyring, claims  # tests/ is on sys.path
+
+    keys = Keyring(prefix="bench-")
+    jwks = keys.jwks(with_hmac=False)
+    iss, aud = "https://issuer.bench.example", "bench"
+    tokens = [keys.sign(alg, claims(iss, aud=aud, sub=f"user-{i}", lifetime=7200)) for i in range(4000 if rotate else 1)]
+    native = {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"bench": {
+            "issuer": iss, "audiences": [aud], "local_jwks": {"inline_string": json.dumps(jwks)},
+            "claim_to_headers": [{"header_name": "x-user-id", "claim_name": "sub"}],
+            "jwt_cache_config": {"jwt_cache_size": 1000}}},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}]}}
+    ours = {"providers": {"bench": {
+                "issuer": iss, "audiences": [aud], "local_jwks": {"inline_jwks": jwks},
+                "claim_to_headers": [{"header_name": "x-user-id", "claim_name": "sub"}]}},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
+            "jwt_cache_size": 1000}
+    if rotate:
+        table = ",\n".join(f'  "{t}"' for t in tokens)
+        load = Load(lua="local tokens = {\n" + table + "\n}\nlocal i = 0\n"
+                        "request = function()\n  i = i % #tokens + 1\n"
+                        '  return wrk.format("GET", "/bench", {["Authorization"] = "Bearer " .. tokens[i]})\nend\n')
+    else:
+        load = Load(headers=[f"Authorization: Bearer {tokens[0]}"])
+    return native, ours, load
+
+
+def validate_sample():
+    return harness.plugin_config(harness.load_config("validate"), "meshwall.validate")
+
+
+# -- scenarios ---------------------------------------------------------------------------------
+def scenario_headers(mode):
+    return ("response header cleanup + OWASP security headers",
+            [Variant("native route headers", route_extra=NATIVE_HEADERS_ROUTE),
+             Variant("no filter"),
+             Variant("meshwall.headers", [wasm_filter("headers", {})]),
+             Variant("suite: headers only", [suite_filter({"headers": {}})])])
+
+
+def scenario_ratelimit(mode):
+    return ("token bucket check on every request (bucket never empty)",
+            [Variant("native local_ratelimit", [native_local_ratelimit()]),
+             Variant("no filter"),
+             Variant("meshwall.ratelimit global", [wasm_filter("ratelimit", RATELIMIT_GLOBAL)]),
+             Variant("meshwall.ratelimit per-ip", [wasm_filter("ratelimit", RATELIMIT_PER_IP)])])
+
+
+def _jwt(alg, rotate):
+    native, ours, load = jwt_setup(alg, rotate)
+    return [Variant(f"native jwt_authn {alg}", [native], load=load),
+            Variant("no filter", load=load),
+            Variant(f"meshwall.jwt {alg}", [wasm_filter("jwt", ours)], load=load)]
+
+
+def scenario_jwt_cached(mode):
+    return ("JWT check, the same ES256 token on every request (verified-token cache)", _jwt("ES256", False))
+
+
+def scenario_jwt_es256(mode):
+    return ("JWT verification, 4,000 distinct ES256 tokens in turn (every request misses the cache)", _jwt("ES256", True))
+
+
+def scenario_jwt_rs256(mode):
+    return ("JWT verification, 4,000 distinct RS256 tokens in turn (every request misses the cache)", _jwt("RS256", True))
+
+
+ORDER_BODY = json.dumps({
+    "petId": 4711, "quantity": 3, "shipDate": "2025-06-01T12:30:00Z",
+    "notes": "Leave at the back door; the dog is friendly. Call before delivery, please.",
+    "customer": {"id": "c-0042", "name": "Ada Lovelace", "email": "ada@example.com",
+                 "address": {"street": "12 Analytical Row", "city": "London", "zip": "NW1 2AB", "country": "GB"}},
+    "lines": [{"sku": f"SKU-{i:04d}", "title": f"Chew toy model {i}", "qty": i % 3 + 1,
+               "price": {"amount": 4.99 + i, "currency": "EUR"}} for i in range(6)],
+    "tags": ["gift", "express", "fragile"], "coupon": None, "gift": True})
+
+
+def scenario_validate(mode):
+    load = Load(headers=["Content-Type: application/json"], method="POST", body=ORDER_BODY,
+                path="/v1/orders?dry_run=true&ids=1|2|3")
+    return (f"POST /v1/orders with a {len(ORDER_BODY)}-byte JSON body, the spec of envoy/validate.yaml",
+            [Variant("no filter", load=load),
+             Variant("meshwall.validate", [wasm_filter("validate", validate_sample())], load=load),
+             Variant("suite: validate only", [suite_filter({"validate": validate_sample()})], load=load)])
+
+
+def chain_sections(jwt_cfg):
+    """The four policies as the full chain configures them: headers, jwt, ratelimit, validate
+    (a spec declaring GET /bench, so validate routes and checks every request)."""
+    spec = {"openapi": "3.1.0", "info": {"title": "bench", "version": "1"},
+            "paths": {"/bench": {"get": {"parameters": [{"name": "x-user-id", "in": "header", "schema": {"type": "string"}}],
+                                         "responses": {"200": {"description": "ok"}}}}}}
+    return {"headers": {}, "jwt": jwt_cfg, "ratelimit": RATELIMIT_GLOBAL, "validate": {"spec": spec}}
+
+
+def scenario_chain(mode):
+    native_jwt, ours_jwt, load = jwt_setup("ES256", False)
+    sections = chain_sections(ours_jwt)
+    modules = [wasm_filter(name, sections[name]) for name in ("headers", "jwt", "ratelimit", "validate")]
+    return ("full chain: headers + cached ES256 jwt + ratelimit (+ validate routing for meshwall)",
+            [Variant("native chain", [native_jwt, native_local_ratelimit()], route_extra=NATIVE_HEADERS_ROUTE, load=load),
+             Variant("no filter", load=load),
+             Variant("meshwall: four modules", modules, load=load),
+             Variant("meshwall: suite module", [suite_filter(sections)], load=load),
+             Variant("suite without validate", [suite_filter({k: v for k, v in sections.items() if k != "validate"})], load=load)])
+
+
+SCENARIOS = {"chain": scenario_chain, "headers": scenario_headers, "jwt-cached": scenario_jwt_cached,
+             "jwt-es256": scenario_jwt_es256, "jwt-rs256": scenario_jwt_rs256, "ratelimit": scenario_ratelimit,
+             "validate": scenario_validate}

@@ -117,7 +117,10 @@ fn requests_go_first_to_last_and_responses_last_to_first() {
         None,
         &ok(),
     );
-    assert_eq!(s.upstream.clone().unwrap().headers.get("x-path"), Some("abc"));
+    assert_eq!(
+        s.upstream.clone().unwrap().headers.get("x-path"),
+        Some("abc")
+    );
     assert_eq!(s.header("x-resp"), Some("cba"));
 }
 

@@ -9,6 +9,7 @@
 pub mod action;
 pub mod canon;
 pub mod chain;
+pub mod client;
 pub mod config;
 pub mod exchange;
 pub mod host;

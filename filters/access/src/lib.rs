@@ -1,0 +1,1 @@
+//! meshwall `access` filter (being written).

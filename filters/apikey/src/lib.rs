@@ -1,0 +1,1 @@
+//! meshwall `apikey` filter (being written).

@@ -1,0 +1,1 @@
+//! meshwall `cors` filter (being written).

@@ -7,7 +7,9 @@ import time
 import pytest
 
 import harness
+import raw_client
 from ratelimit_load import burst, sustained
+from raw_upstream import RawUpstream
 
 PLUGIN = "meshwall.ratelimit"
 
@@ -16,8 +18,6 @@ def config_with(plugin: dict) -> dict:
     cfg = harness.load_config("ratelimit")
     harness.set_plugin_config(cfg, PLUGIN, plugin)
     return cfg
-
-
 
 
 def rule(name, key, max_tokens, fill_interval, tokens_per_fill=1, **extra):
@@ -188,3 +188,138 @@ def test_invalid_configuration_is_refused_naming_the_field():
         pass
     assert e.exit_code not in (None, 0)
     assert "rules[0].token_bucket.fill_interval" in e.log_text()
+
+
+# ------------------------------------------------------------------------ the canonical view
+#
+# Raw request targets (raw_client: nothing normalised on the way) over HTTP/1.1 and HTTP/2, with
+# the shipped connection manager and with Envoy's defaults (no normalize_path, no merge_slashes:
+# the filter alone). A raw upstream records what arrived.
+
+# Spellings of `/login` that every backend reads as `/login`.
+LOGIN_SPELLINGS = ["/login", "/login/", "//login", "///login//", "/./login", "/x/../login", "/../login",
+                   "/login/.", "/%6cogin", "/lo%67%69n", "/login?next=/"]
+
+# Spellings with no single meaning, and the reason the filter gives (with Envoy's defaults).
+AMBIGUOUS = [
+    ("/login;jsessionid=1", "path_params"),
+    ("/x/..;/login", "path_dot_segment_params"),
+    ("/x/%2e%2e/login", "path_encoded_dot_segment"),
+    ("/%2e/login", "path_encoded_dot_segment"),
+    ("/x%2f..%2flogin", "path_encoded_slash"),
+    ("/login%2F", "path_encoded_slash"),
+    ("/x\\..\\login", "path_backslash"),
+    ("/login%252f", "path_double_encoding"),
+    ("/login%00", "path_encoded_control"),
+]
+
+HCM_MODES = {"shipped": lambda cfg: cfg, "envoy_defaults": harness.envoy_defaults}
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    with RawUpstream() as up:
+        yield up
+
+
+def canonical_envoy(start_envoy, upstream, mode, plugin=None):
+    cfg = harness.load_config("ratelimit") if plugin is None else config_with(plugin)
+    return start_envoy(HCM_MODES[mode](cfg), echo_port=upstream.port)
+
+
+def refused_by_envoy(r):
+    """Envoy's own refusal, before the filters: 400 on HTTP/1.1, a stream reset on HTTP/2."""
+    return r.status == 400 or (r.status == 0 and r.reset is not None)
+
+
+def problem_reason(r):
+    assert r.header("content-type") == "application/problem+json", r
+    return r.json().get("reason")
+
+
+@pytest.mark.parametrize("mode", list(HCM_MODES))
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_login_limit_cannot_be_escaped_by_any_spelling(start_envoy, upstream, proto, mode):
+    e = canonical_envoy(start_envoy, upstream, mode)
+    send = lambda method, path: raw_client.request(proto, e.port, method, path, source_ip="127.0.0.4")
+    mark = upstream.mark()
+    # Five logins, each in another spelling, all from the one budget of 5.
+    assert [send("POST", p).status for p in LOGIN_SPELLINGS[:5]] == [200] * 5
+    assert len(upstream.since(mark)) == 5
+    mark = upstream.mark()
+    # HTTP/1.1 methods are case-sensitive in Envoy's parser (`post` is a 400 there); HTTP/2
+    # passes `post` on, and Django/Flask upper-case it.
+    methods = ["POST", "post", "Post"] if proto == "h2" else ["POST"]
+    if proto == "h1":
+        assert send("post", "/login").status == 400
+    for method in methods:
+        for path in LOGIN_SPELLINGS:
+            r = send(method, path)
+            assert r.status == 429, (method, path, r)
+            assert r.json()["violated_policies"] == ["login"]
+    for path, reason in AMBIGUOUS:
+        r = send("POST", path)
+        if mode == "envoy_defaults":
+            assert (r.status, problem_reason(r)) == (400, reason), (path, r)
+        else:
+            # Envoy normalises some of these itself (to `/login`: limited) or refuses them.
+            assert r.status in (429, 307) or refused_by_envoy(r), (path, r)
+    assert upstream.since(mark) == [], "nothing limited or refused reached the upstream"
+    # Not the login rule: another method, another path.
+    assert send("GET", "/login").status == 200
+    assert send("POST", "/login/x").status == 200
+    assert stat(e, "rule.login.allowed") == 5
+
+
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_ambiguous_paths_are_refused_and_counted_without_taking_a_token(start_envoy, upstream, proto):
+    e = canonical_envoy(start_envoy, upstream, "envoy_defaults")
+    mark = upstream.mark()
+    for path, reason in AMBIGUOUS:
+        r = raw_client.request(proto, e.port, "POST", path)
+        assert r.status == 400, (path, r)
+        body = r.json()
+        assert (body["status"], body["reason"]) == (400, reason), (path, body)
+        assert r.header("ratelimit") is None and r.header("retry-after") is None
+    assert upstream.since(mark) == []
+    for reason in {reason for _, reason in AMBIGUOUS}:
+        want = sum(1 for _, r in AMBIGUOUS if r == reason)
+        assert stat(e, f"ambiguous.{reason}") == want, reason
+    assert "meshwall.ratelimit: 400 ambiguous request: path_params" in e.log_text()
+    # No token was taken: the five logins are all still there.
+    assert [raw_client.request(proto, e.port, "POST", "/login").status for _ in range(6)] == [200] * 5 + [429]
+
+
+API_KEY_RULE = {"rules": [rule("per-key", [{"request_headers": {"header_name": "x-api-key"}}], 2, "1h",
+                               on_missing_key="skip", match={"prefix": "/api/"})]}
+
+
+@pytest.mark.parametrize("mode", list(HCM_MODES))
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_key_header_must_have_one_value_in_one_spelling(start_envoy, upstream, proto, mode):
+    e = canonical_envoy(start_envoy, upstream, mode, API_KEY_RULE)
+    send = lambda headers, path="/api/x": raw_client.request(proto, e.port, "GET", path, headers)
+    assert [send([("x-api-key", "K1")]).status for _ in range(3)] == [200, 200, 429]
+    mark = upstream.mark()
+    cases = [
+        ([("x-api-key", "K1"), ("x-api-key", "K1")], "repeated_header"),
+        ([("x-api-key", "K1"), ("x-api-key", "K2")], "repeated_header"),
+        ([("x_api_key", "K1")], "header_spelling"),
+        ([("x_api_key", "K9")], "header_spelling"),
+        ([("x-api-key", "K1"), ("x_api_key", "K9")], "header_spelling"),
+    ]
+    envoy_rejects_underscores = any(
+        hcm.get("common_http_protocol_options", {}).get("headers_with_underscores_action") == "REJECT_REQUEST"
+        for hcm in harness.http_connection_managers(e.cfg))
+    for headers, reason in cases:
+        r = send(headers)
+        if envoy_rejects_underscores and reason == "header_spelling":
+            assert refused_by_envoy(r), (headers, r)
+        else:
+            assert (r.status, problem_reason(r)) == (400, reason), (headers, r)
+    assert upstream.since(mark) == [], "a refused request reaches nothing"
+    assert stat(e, "ambiguous.repeated_header") == 2
+    assert stat(e, "ambiguous.header_spelling") == (0 if envoy_rejects_underscores else 3)
+    # K9 was never charged; outside the rule's paths the header is not looked at.
+    assert [send([("x-api-key", "K9")]).status for _ in range(3)] == [200, 200, 429]
+    assert send([("x-api-key", "K1"), ("x-api-key", "K1")], path="/health").status == 200

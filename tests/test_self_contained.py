@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CODE_SUFFIXES = {".py", ".rs", ".toml", ".sh", ".yaml", ".yml", ".json", ".cfg", ".ini"}
 CODE_NAMES = {"Makefile", "run", "setup", "bench", "oci", "soak", "fuzz"}
 
-RELATIVE = re.compile(r"(?:\.\./)+[A-Za-z0-9_.\-/]*|(?:\.\.\\)+")
+# A relative path that starts a token (a request path such as `/public/../admin` is not one).
+RELATIVE = re.compile(r"(?<![A-Za-z0-9_./])(?:\.\./)+[A-Za-z0-9_.\-/]*|(?<![A-Za-z0-9_./])(?:\.\.\\)+")
 FORBIDDEN = [
     (re.compile(r"(?<![A-Za-z0-9_])shared/(?:json-schema|istio|hooks|DESIGN|ANCHORS)"), "a shared/ folder beside the checkout"),
     (re.compile(r"ROOT\s*\.\s*parent"), "a path above the repository root"),
@@ -81,6 +82,7 @@ def test_scanner_sees_the_project():
         ('meshwall-core = { path = "../core" }', False),
         ('x = "../../../../other-checkout/data.json"', True),
         ('kid = "../../../../dev/null"', False),
+        ('r = send("GET", "/public/../../admin/x")', False),
         ('data = "tests/data/istio/wasmplugin-crd.yaml"', False),
     ],
 )

@@ -5,7 +5,7 @@
 //! `remote_address`, `request_headers.header_name`, `generic_key.descriptor_value`,
 //! `xff_num_trusted_hops`, `enable_x_ratelimit_headers: DRAFT_VERSION_03`).
 
-use meshwall_core::ConfigError;
+use meshwall_core::{CanonConfig, ConfigError};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -28,6 +28,10 @@ pub struct RateLimitConfig {
     /// shared-data error): `deny` (503) or `allow`. Either way it is counted and logged.
     #[serde(default)]
     pub on_table_error: TableErrorMode,
+    /// How request paths, methods and header names are read (meshwall-core's canonical
+    /// request view): every rule matches, and every key is built, on it.
+    #[serde(default)]
+    pub canonical: CanonConfig,
 }
 
 fn default_true() -> bool {
@@ -80,22 +84,23 @@ pub enum OnMissingKey {
     Anonymous,
 }
 
+/// Which requests a rule applies to, on the canonical request view.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
-    /// Exact path (without the query string).
+    /// Exact canonical path (without the query string).
     #[serde(default)]
     pub path: Option<String>,
-    /// Path prefix.
+    /// Canonical path prefix.
     #[serde(default)]
     pub prefix: Option<String>,
-    /// Regular expression that must match the whole path.
+    /// Regular expression that must match the whole canonical path (bounded size).
     #[serde(default)]
     pub regex: Option<String>,
-    /// Methods (any of them); empty = all.
+    /// Methods (any of them, compared without regard to case); empty = all.
     #[serde(default)]
     pub methods: Vec<String>,
-    /// Header presence conditions (all must hold).
+    /// Header presence conditions (all must hold; a name in another spelling is refused).
     #[serde(default)]
     pub headers: Vec<HeaderPresence>,
 }
@@ -116,11 +121,11 @@ pub enum KeyPart {
     /// The client IP: the downstream address, or an `x-forwarded-for` entry when
     /// `client_ip.xff_num_trusted_hops` > 0.
     RemoteAddress {},
-    /// The value of a request header (all values, comma-joined).
+    /// The one value of a request header (given twice or in another spelling: refused).
     RequestHeaders { header_name: String },
-    /// The path without the query string.
+    /// The canonical path (without the query string).
     Path {},
-    /// The method.
+    /// The method, upper-cased.
     Method {},
     /// A constant: one bucket shared by every request the rule applies to.
     GenericKey { descriptor_value: String },

@@ -3,6 +3,7 @@
 //! configuration, with `Retry-After` and the IETF `RateLimit`/`RateLimit-Policy` headers.
 
 pub mod bucket;
+mod compile;
 pub mod config;
 pub mod policy;
 pub mod table;

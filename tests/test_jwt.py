@@ -7,16 +7,17 @@ One Envoy serves the module. Providers: `local` (inline JWKS with every key type
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
 import threading
 import time
+import urllib.parse
 
 import pytest
 
 import harness
-from jwt_tokens import ALGS, P256_N, Keyring, b64, b64d, claims
+import jwt_attacks
+from jwt_tokens import ALGS, Keyring, b64, b64d, claims
 
 LOCAL_ISS = "https://local.test"
 REMOTE_ISS = "https://remote.test"
@@ -54,6 +55,8 @@ def plugin_config(local: Keyring) -> dict:
                 "issuer": LOCAL_ISS,
                 "audiences": ["api", "api2"],
                 "local_jwks": {"inline_string": json.dumps(local.jwks())},
+                "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+                "from_cookies": ["session"],
                 "claim_to_headers": claim_headers,
                 "forward_payload_header": "x-jwt-payload",
             },
@@ -86,6 +89,8 @@ def plugin_config(local: Keyring) -> dict:
              "claims": [{"name": "scope", "contains": "orders:write"}]},
             {"match": {"safe_regex": {"regex": "/tenants/[a-z]+/billing"}}, "requires": {"provider_name": "local"},
              "claims": [{"name": "org.tier", "equals": 3}]},
+            {"match": {"prefix": "/reports/", "methods": ["GET"]}, "requires": {"provider_name": "local"},
+             "claims": [{"name": "roles", "contains": "admin"}]},
             {"match": {"prefix": "/remote/"}, "requires": {"provider_name": "remote"}},
             {"match": {"prefix": "/down/"}, "requires": {"provider_name": "down"}},
             {"match": {"prefix": "/api/"}, "requires": {"provider_name": "local"}},
@@ -196,117 +201,12 @@ def test_every_algorithm_verifies(env, alg, with_kid):
 # ---------------------------------------------------------------- attacks
 
 
-def _attacks(env):
-    k = env.local
-    good = claims(LOCAL_ISS, aud="api")
-    gtxt = json.dumps(good)
-    es = k.sign("ES256", good)
-    eh, ep, esig = es.split(".")
-    sig = b64d(esig)
-    n = P256_N.to_bytes(32, "big")
-    now = int(time.time())
-    evil = b"attacker-chosen-secret-32-bytes!!"
-    deep = dict(good)
-    nested: list = []
-    cur = nested
-    for _ in range(60):
-        nxt: list = []
-        cur.append(nxt)
-        cur = nxt
-    deep["x"] = nested
-    tampered = dict(good, sub="admin")
-    other = Keyring(prefix="local-")
-    std_sig = base64.b64encode(sig).decode().rstrip("=")
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    return {
-        "alg-none-empty-sig": f"{b64(json.dumps({'alg': 'none', 'typ': 'JWT'}))}.{b64(gtxt)}.",
-        "alg-none-with-sig": f"{b64(json.dumps({'alg': 'none'}))}.{b64(gtxt)}.{esig}",
-        "alg-None": f"{b64(json.dumps({'alg': 'None'}))}.{b64(gtxt)}.",
-        "alg-NONE": f"{b64(json.dumps({'alg': 'NONE', 'kid': 'local-hmac'}))}.{b64(gtxt)}.{b64(bytes(32))}",
-        "alg-nOnE": f"{b64(json.dumps({'alg': 'nOnE'}))}.{b64(gtxt)}.{esig}",
-        "hs256-with-rsa-public-key-pem": k.sign_raw({"alg": "HS256", "kid": "local-rsa"}, good, secret=k.rsa_public_pem()),
-        "hs256-with-rsa-public-key-no-kid": k.sign_raw({"alg": "HS256"}, good, secret=k.rsa_public_pem()),
-        "hs256-naming-ec-key": k.sign_raw({"alg": "HS256", "kid": "local-p256"}, good),
-        "rs256-naming-hmac-key": k.sign_raw({"alg": "RS256", "kid": "local-hmac"}, good),
-        "es256-naming-rsa-key": k.sign_raw({"alg": "ES256", "kid": "local-rsa"}, good),
-        "unknown-kid": k.sign_raw({"alg": "ES256", "kid": "nope"}, good),
-        "kid-path-traversal": k.sign_raw({"alg": "HS256", "kid": "../../../../../dev/null"}, good, secret=b""),
-        "kid-sql-injection": k.sign_raw({"alg": "HS256", "kid": "x' UNION SELECT 'a'--"}, good, secret=b"a"),
-        "kid-not-a-string": k.sign_raw({"alg": "HS256", "kid": 1}, good),
-        "embedded-jwk": other.sign_raw({"alg": "ES256", "jwk": other.jwks()["keys"][1]}, good),
-        "embedded-jwk-with-our-kid": other.sign_raw({"alg": "ES256", "kid": "local-p256", "jwk": other.jwks()["keys"][1]}, good),
-        "jku": k.sign_raw({"alg": "HS256", "jku": "http://127.0.0.1:1/jwks"}, good, secret=evil),
-        "x5u": k.sign_raw({"alg": "HS256", "x5u": "http://127.0.0.1:1/cert"}, good, secret=evil),
-        "x5c": other.sign_raw({"alg": "ES256", "x5c": ["MIIB"]}, good),
-        "crit-unknown": k.sign_raw({"alg": "ES256", "kid": "local-p256", "crit": ["exp"], "exp": 1}, good),
-        "crit-empty": k.sign_raw({"alg": "ES256", "kid": "local-p256", "crit": []}, good),
-        "b64-false": k.sign_raw({"alg": "ES256", "kid": "local-p256", "b64": False, "crit": ["b64"]}, good),
-        "expired": k.sign("ES256", dict(good, exp=now - 120)),
-        "nbf-in-future": k.sign("ES256", dict(good, nbf=now + 300)),
-        "iat-in-future": k.sign("ES256", dict(good, iat=now + 300)),
-        "missing-exp": k.sign("ES256", {kk: v for kk, v in good.items() if kk != "exp"}),
-        "wrong-iss": k.sign("ES256", dict(good, iss="https://evil.test")),
-        "missing-iss": k.sign("ES256", {kk: v for kk, v in good.items() if kk != "iss"}),
-        "wrong-aud": k.sign("ES256", dict(good, aud="other")),
-        "empty-aud-array": k.sign("ES256", dict(good, aud=[])),
-        "exp-as-string": k.sign("ES256", dict(good, exp=str(now + 600))),
-        "aud-as-number": k.sign("ES256", dict(good, aud=7)),
-        "aud-array-of-numbers": k.sign("ES256", dict(good, aud=[7])),
-        "sub-as-object": k.sign("ES256", dict(good, sub={"id": 1})),
-        "iss-as-array": k.sign("ES256", dict(good, iss=[LOCAL_ISS])),
-        "payload-is-array": k.sign_raw({"alg": "ES256", "kid": "local-p256"}, "[1]"),
-        "payload-not-json": k.sign_raw({"alg": "ES256", "kid": "local-p256"}, "hello"),
-        "payload-invalid-utf8": f"{eh}.{b64(gtxt.encode()[:-2] + bytes([0xff]) + b'}')}.{esig}",
-        "header-not-object": k.sign_raw('"ES256"', good, alg="ES256"),
-        "duplicate-header-member": k.sign_raw('{"alg":"ES256","kid":"local-p256","alg":"ES256"}', good, alg="ES256"),
-        "duplicate-alg-none-last": k.sign_raw('{"alg":"ES256","kid":"local-p256","alg":"none"}', good, alg="ES256"),
-        "duplicate-claim": k.sign_raw({"alg": "ES256", "kid": "local-p256"}, gtxt[:-1] + ',"sub":"admin"}'),
-        "duplicate-claim-iss": k.sign_raw({"alg": "ES256", "kid": "local-p256"},
-                                          gtxt[:-1] + ',"iss":"https://evil.test"}'),
-        "deeply-nested": k.sign("ES256", deep),
-        "stripped-signature": f"{eh}.{ep}.",
-        "two-segments": f"{eh}.{ep}",
-        "extra-segment": f"{es}.{b64('x')}",
-        "appended-signature-bytes": f"{eh}.{ep}.{b64(sig + bytes(1))}",
-        "truncated-signature": f"{eh}.{ep}.{b64(sig[:-1])}",
-        "padded-signature": f"{es}=",
-        "padded-header": f"{eh}==.{ep}.{esig}",
-        "non-url-base64": f"{eh}.{ep}.{std_sig}" if any(c in std_sig for c in "+/") else f"{eh}.{ep}.{esig}+",
-        "re-encoded-signature": es[:-1] + alphabet[alphabet.index(es[-1]) ^ 1],
-        "ecdsa-zero-signature": f"{eh}.{ep}.{b64(bytes(64))}",
-        "ecdsa-r-s-equal-n": f"{eh}.{ep}.{b64(n + n)}",
-        "ecdsa-r-zero": f"{eh}.{ep}.{b64(bytes(32) + sig[32:])}",
-        "ecdsa-der-signature": f"{eh}.{ep}.{b64(k.der_ecdsa(f'{eh}.{ep}'.encode()))}",
-        "payload-swapped": f"{eh}.{b64(json.dumps(tampered))}.{esig}",
-        "signed-by-other-key-same-kid": other.sign("ES256", good),
-        "hs256-wrong-secret": k.sign_raw({"alg": "HS256", "kid": "local-hmac"}, good, secret=evil),
-        "jwe-five-segments": f"{b64(json.dumps({'alg': 'RSA-OAEP', 'enc': 'A256GCM'}))}.a.b.c.d",
-        "oversized": k.sign("ES256", dict(good, pad="A" * 9000)),
-        "garbage": "not-a-jwt",
-        "empty": "",
-    }
-
-
-ATTACK_NAMES = [
-    "alg-none-empty-sig", "alg-none-with-sig", "alg-None", "alg-NONE", "alg-nOnE",
-    "hs256-with-rsa-public-key-pem", "hs256-with-rsa-public-key-no-kid", "hs256-naming-ec-key",
-    "rs256-naming-hmac-key", "es256-naming-rsa-key", "unknown-kid", "kid-path-traversal", "kid-sql-injection",
-    "kid-not-a-string", "embedded-jwk", "embedded-jwk-with-our-kid", "jku", "x5u", "x5c", "crit-unknown",
-    "crit-empty", "b64-false", "expired", "nbf-in-future", "iat-in-future", "missing-exp", "wrong-iss",
-    "missing-iss", "wrong-aud", "empty-aud-array", "exp-as-string", "aud-as-number", "aud-array-of-numbers",
-    "sub-as-object", "iss-as-array", "payload-is-array", "payload-not-json", "payload-invalid-utf8",
-    "header-not-object", "duplicate-header-member", "duplicate-alg-none-last", "duplicate-claim",
-    "duplicate-claim-iss", "deeply-nested", "stripped-signature", "two-segments", "extra-segment",
-    "appended-signature-bytes", "truncated-signature", "padded-signature", "padded-header", "non-url-base64",
-    "re-encoded-signature", "ecdsa-zero-signature", "ecdsa-r-s-equal-n", "ecdsa-r-zero", "ecdsa-der-signature",
-    "payload-swapped", "signed-by-other-key-same-kid", "hs256-wrong-secret", "jwe-five-segments", "oversized",
-    "garbage", "empty",
-]
+ATTACK_NAMES = jwt_attacks.NAMES
 
 
 @pytest.fixture(scope="module")
 def attacks(env):
-    a = _attacks(env)
+    a = jwt_attacks.build(env.local, LOCAL_ISS)
     assert sorted(a) == sorted(ATTACK_NAMES)
     return a
 
@@ -519,3 +419,136 @@ def test_weak_key_config_is_refused_by_envoy():
     with harness.Envoy(cfg, expect_fail=True) as e:
         assert e.exit_code not in (None, 0)
         assert "providers.p.local_jwks.inline_jwks.keys[0].k" in e.log_text()
+
+
+# ---------------------------------------------------------------- the canonical request view
+#
+# The shipped envoy/jwt.yaml as it is (its plugin configuration, its connection-manager path and
+# header-name settings), with the demo-idp JWKS served here; and the same with those settings left
+# at Envoy's defaults (no normalize_path, merge_slashes or escaped-slash handling, underscores in
+# header names allowed), where only the filter stands between these requests and the backend. Requests go out with
+# http.client, which sends the request target byte for byte.
+
+DEMO_ISS, DEMO_AUD = "http://127.0.0.1:8081", "meshwall-demo"
+HCM_PATH_SETTINGS = ("normalize_path", "merge_slashes", "path_with_escaped_slashes_action")
+REASONS = {"path_not_origin_form", "path_fragment", "path_bad_escape", "path_encoded_slash", "path_backslash",
+           "path_encoded_control", "path_double_encoding", "path_params", "path_dot_segment_params",
+           "path_encoded_dot_segment", "header_spelling", "repeated_header", "repeated_cookie", "repeated_param"}
+
+
+@pytest.fixture(scope="module", params=["shipped-hcm", "envoy-default-hcm"])
+def shipped(request):
+    e = Env()
+    e.mode = request.param
+    e.keys = Keyring(prefix="demo-")
+    jwks = JwksServer(e.keys.jwks(with_hmac=False))
+    cfg = harness.load_config("jwt")
+    if e.mode == "envoy-default-hcm":
+        for listener in cfg["static_resources"]["listeners"]:
+            for chain in listener["filter_chains"]:
+                for f in chain["filters"]:
+                    hcm = f["typed_config"]
+                    for k in HCM_PATH_SETTINGS:
+                        hcm.pop(k, None)
+                    hcm.get("common_http_protocol_options", {}).pop("headers_with_underscores_action", None)
+    with harness.EchoServer() as echo, jwks.srv:
+        with harness.Envoy(cfg, concurrency=2, echo_port=echo.port, upstreams={"jwks": jwks.srv.port}) as envoy:
+            e.envoy = envoy
+            e.reader = e.keys.sign("ES256", claims(DEMO_ISS, aud=DEMO_AUD, roles=["dev"]))
+            e.admin = e.keys.sign("ES256", claims(DEMO_ISS, aud=DEMO_AUD, roles=["admin"]))
+            assert wait_for(lambda: get(e, "/api/x", e.reader).status == 200), "demo-idp JWKS never loaded"
+            yield e
+
+
+def assert_refused(r):
+    """A 400 that never reached the upstream: the filter's problem reply naming the reason, or
+    Envoy's own refusal of the request line."""
+    assert r.status == 400, (r.status, r.body)
+    if r.header("content-type") == "application/problem+json":
+        assert r.json()["reason"] in REASONS, r.body
+    else:
+        assert b"headers" not in r.body, "the echo upstream answered"
+
+
+# The shipped rules exempt `/public/` (token optional) and protect `/admin/` (roles ∋ admin).
+ADMIN_VIA_PUBLIC = [
+    "/public/%2e%2e;/admin/x", "/public/%2E%2E;/admin/x", "/public/..;/admin/x", "/public/..;x=1/admin/x",
+    "/public/x/..;/..;/admin/x", "/public/%2e%2e/admin/x", "/public/.%2e/admin/x", "/public/%2e./admin/x",
+    "/public/../admin/x", "/public/./../admin/x", "/public/a/../../admin/x", "/public/..%2fadmin/x",
+    "/public%2f..%2fadmin/x", "/public/..%5cadmin/x", "/public/..\\admin/x", "/public/%252e%252e/admin/x",
+    "/public/;/../admin/x", "/public/.;/../admin/x", "/public/%2e%2e%3b/admin/x", "/public/..%00/admin/x",
+]
+
+
+@pytest.mark.parametrize("path", ADMIN_VIA_PUBLIC)
+def test_public_exemption_never_reaches_admin(shipped, path):
+    """Refused (400), or judged as /admin/ (401 without a token, 403 without the role), or let
+    through only when the upstream was asked for a /public/ path (Envoy resolved it so)."""
+    for tok, denied in ((None, 401), (shipped.reader, 403)):
+        r = get(shipped, path, tok)
+        if r.status == 400:
+            assert_refused(r)
+        elif r.status == 200:
+            seen = r.json()["path"]
+            dots = [seg for seg in seen.split("?")[0].split("/") if urllib.parse.unquote(seg).split(";")[0] in (".", "..")]
+            assert seen.startswith("/public/") and not dots, (shipped.mode, path, seen)
+        else:
+            assert r.status == denied, (shipped.mode, path, tok and "reader", r.status, r.body)
+
+
+# (raw request target, its canonical form): the same verdict for every token, or refused.
+SAME_AS_CANONICAL = [
+    ("/%61dmin/x", "/admin/x"), ("/adm%69n/x?next=/public/", "/admin/x"), ("//admin//x", "/admin/x"),
+    ("/admin/./x/", "/admin/x/"), ("/admin", "/admin/"), ("/healthz/", "/healthz"),
+    ("/healthz?x=/../admin", "/healthz"), ("/admin/../healthz", "/healthz"), ("/public/x/..", "/public/"),
+    ("/%70ublic/x", "/public/x"), ("/admin;jsessionid=1/x", "/admin/x"), ("/healthz;x", "/healthz"),
+]
+
+
+@pytest.mark.parametrize("raw,canonical", SAME_AS_CANONICAL)
+def test_verdict_is_that_of_the_canonical_form(shipped, raw, canonical):
+    for tok in (None, shipped.reader, shipped.admin):
+        r, c = get(shipped, raw, tok), get(shipped, canonical, tok)
+        if r.status == 400:
+            assert_refused(r)
+            continue
+        assert r.status == c.status, (shipped.mode, raw, canonical, tok and tok[:12], r.status, c.status)
+
+
+def test_lowercase_and_head_methods_meet_the_rules(shipped, env):
+    # /api/orders: POST PUT PATCH DELETE need scope ∋ orders:write. A lower-case method is the
+    # same method (Django and Flask upper-case it); Envoy may refuse it itself (400).
+    for m in ("post", "Delete"):
+        r = get(shipped, "/api/orders", shipped.reader, method=m)
+        assert r.status in (400, 403), (m, r.status, r.body)
+    # A rule naming GET applies to HEAD (servers answer HEAD with the GET handler).
+    for m in ("GET", "HEAD"):
+        r = get(env, "/reports/q1", local_token(env), method=m)
+        assert r.status == 403, (m, r.status, r.body)
+    admin = local_token(env, roles=["admin"])
+    assert get(env, "/reports/q1", admin, method="HEAD").status == 200
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/public/x", "/api/x"])
+@pytest.mark.parametrize("name", ["x_user_id", "X_User_Id", "x-user_roles", "x_jwt_payload"])
+def test_written_header_in_another_spelling_is_refused(shipped, path, name):
+    r = get(shipped, path, shipped.reader if path == "/api/x" else None, headers=[(name, "root")])
+    assert_refused(r)
+    if shipped.mode == "envoy-default-hcm" or r.header("content-type") == "application/problem+json":
+        assert r.json()["reason"] == "header_spelling", r.body
+    # In its own spelling it is stripped and replaced, as before.
+    r = get(shipped, path, shipped.reader, headers=[("X-User-Id", "root")])
+    assert r.status == 200 and upstream(r).get("x-user-id") != ["root"], r.body
+
+
+def test_token_cookie_given_twice_is_refused(env):
+    tok = local_token(env)
+    r = get(env, "/public/x", headers=[("Cookie", f"session={tok}")])
+    assert r.status == 200 and upstream(r)["x-user-id"] == ["alice"]
+    assert "session" not in (upstream(r).get("cookie") or [""])[0], "the token cookie is removed"
+    for hs in ([("Cookie", f"session={tok}; session={tok}")],
+               [("Cookie", f"a=1; session={tok}"), ("Cookie", "session=x.y.z")],
+               [("Cookie", f"Session={tok}")]):
+        r = get(env, "/public/x", headers=hs)
+        assert r.status == 400 and r.json()["reason"] == "repeated_cookie", (hs, r.status, r.body)
+    assert env.envoy.stat("meshwall.jwt.ambiguous.repeated_cookie") >= 3

@@ -2,7 +2,7 @@
 //! concept is the same. The full reference is `docs/jwt.md`; every check lives in
 //! `JwtPolicy::new` (policy.rs), which names the field at fault.
 
-use meshwall_core::ConfigError;
+use meshwall_core::{CanonConfig, ConfigError};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -35,6 +35,11 @@ pub struct JwtConfig {
     /// Verified tokens remembered per worker (0 disables the cache).
     #[serde(default = "default_cache_size")]
     pub jwt_cache_size: usize,
+    /// How request paths are read for the rules, and which ambiguous forms are accepted
+    /// (`allow_path_params`, `allow_encoded_slashes`, `allow_backslashes`,
+    /// `trailing_slash_insensitive`, `case_insensitive_paths`, `head_matches_get`).
+    #[serde(default)]
+    pub canonical: CanonConfig,
 }
 
 fn default_realm() -> String {
@@ -135,6 +140,11 @@ pub struct RemoteJwks {
     /// Refetch when a token names a `kid` the JWKS lacks (key rotation without restart).
     #[serde(default = "default_true")]
     pub refetch_on_unknown_kid: bool,
+    /// How long past `cache_duration` the last good keys are still used while every fetch
+    /// fails; after that they are dropped (requests for the provider: 401 `Jwks not available`)
+    /// until a fetch succeeds.
+    #[serde(default = "default_max_stale")]
+    pub max_stale: String,
 }
 
 fn default_cache_duration() -> String {
@@ -145,6 +155,9 @@ fn default_failed_refetch() -> String {
 }
 fn default_refetch_min() -> String {
     "30s".into()
+}
+fn default_max_stale() -> String {
+    "1h".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -314,6 +327,16 @@ mod tests {
         assert!(p.require_expiration);
         assert_eq!(p.clock_skew_seconds, 60);
         assert!(!p.forward);
+        assert_eq!(c.canonical, CanonConfig::default());
+        let c: JwtConfig = parse_config(
+            br#"{"providers":{"p":{"remote_jwks":{"http_uri":{"uri":"http://h/j","cluster":"c"}}}}}"#,
+        )
+        .unwrap();
+        let r = c.providers["p"].remote_jwks.as_ref().unwrap();
+        assert_eq!(
+            parse_duration("f", &r.max_stale).unwrap(),
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! meshwall `jwt` filter: verifies JWTs (JWKS inline or fetched), checks claims and route
 //! rules, and hands verified claims to the upstream as headers.
 
+mod build;
 pub mod config;
 pub mod json;
 pub mod jwks;

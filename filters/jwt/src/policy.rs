@@ -1,21 +1,25 @@
 //! The `jwt` policy: finds the token, verifies it against the providers a route requires,
-//! checks claim conditions, and writes claim headers. Configured output headers are always
-//! removed from the incoming request first, on every path.
+//! checks claim conditions, and writes claim headers.
+//!
+//! Every request is first read as the backend will read it (`meshwall_core::canon`): the
+//! rules match the canonical path, and what has no single meaning is refused with 400 before
+//! any rule runs (an ambiguous path; a written header or token source in another spelling,
+//! such as `x_user_id` for `x-user-id`; a token cookie given twice). Configured output
+//! headers are always removed from the incoming request (and its trailers), on every path.
 
-use crate::config::{parse_duration, JwtConfig, ProviderConfig, RuleConfig};
-use crate::jwks::{parse_jwks, parse_jwks_value, KeySet};
-use crate::remote::{split_uri, FetchOutcome, Remote, RemoteSettings};
-use crate::rules::{compile_regex, ClaimCheck, Need, PathMatch, Rule};
-use crate::sources::{extract, removal_ops, Found, Source};
+use crate::build::{build_provider, build_rule, define, output_headers, Keys, Provider};
+use crate::config::JwtConfig;
+use crate::remote::{FetchOutcome, Remote};
+use crate::rules::{Need, Rule};
+use crate::sources::{extract, removal_ops, Found, Refused, Source};
 use crate::token::{
-    candidate_keys, check_claims, claim, claim_header_value, decode, verify_with, ClaimRules,
-    Decoded, Failure, SubjectMatch,
+    candidate_keys, check_claims, claim, claim_header_value, decode, verify_with, Decoded, Failure,
 };
 use lru::LruCache;
-use meshwall_core::config::{is_tchar, writable_header_name, FRAMING_HEADERS};
+use meshwall_core::canon::same_header;
 use meshwall_core::{
-    Action, CalloutResponse, ConfigError, HeaderOp, Host, LocalReply, MetricId, MetricKind, Policy,
-    Request,
+    canonical_path, Action, Ambiguity, CalloutResponse, CanonConfig, ConfigError, HeaderOp,
+    Headers, Host, LocalReply, MetricId, Policy, Refusals, Request,
 };
 use serde_json::{Map, Value};
 use std::cell::RefCell;
@@ -27,42 +31,25 @@ use std::time::Duration;
 /// How often each worker's root context ticks when a provider uses a remote JWKS.
 pub const TICK: Duration = Duration::from_millis(500);
 const MAX_CACHE_SIZE: usize = 100_000;
-const MAX_CLOCK_SKEW: u64 = 3600;
 
-/// Headers a claim may never be written to, besides the framing ones
-/// ([`meshwall_core::config::FRAMING_HEADERS`]).
-const NEVER_CLAIM_HEADERS: &[&str] = &["cookie", "expect"];
-
-enum Keys {
-    Local(Rc<KeySet>),
-    Remote(Box<Remote>),
-}
-
-struct Provider {
-    name: String,
-    rules: ClaimRules,
-    /// Indexes into the policy's source table.
-    sources: Vec<usize>,
-    forward: bool,
-    payload_header: Option<String>,
-    claim_headers: Vec<(String, String)>,
-    keys: Keys,
-}
-
-impl Provider {
-    fn current_keys(&self, host: &dyn Host) -> Option<Rc<KeySet>> {
-        match &self.keys {
-            Keys::Local(k) => Some(k.clone()),
-            Keys::Remote(r) => r.current(host),
+/// The canonical path the rules match on ([`canonical_path`]), and one more refusal that core
+/// does not make yet: an encoded `;` (`%3B`) is kept there as data, but a backend that decodes
+/// before it cuts `;params` reads `/public/..%3B/admin` as `/public/../admin`. So `%3B` after a
+/// dot segment is always refused (as `..;` is), and elsewhere unless `allow_path_params`.
+pub fn request_path(raw: &str, cfg: &CanonConfig) -> Result<String, Ambiguity> {
+    let canon = canonical_path(raw, cfg)?;
+    for seg in canon.split('/') {
+        let at = seg.find("%3B").or_else(|| seg.find("%3b"));
+        if let Some(head) = at.and_then(|i| seg.get(..i)) {
+            if head == "." || head == ".." {
+                return Err(Ambiguity::DotSegmentParams);
+            }
+            if !cfg.allow_path_params {
+                return Err(Ambiguity::PathParams);
+            }
         }
     }
-
-    fn keys_version(&self) -> Option<u64> {
-        match &self.keys {
-            Keys::Local(k) => Some(k.version),
-            Keys::Remote(r) => r.loaded_version(),
-        }
-    }
+    Ok(canon)
 }
 
 /// Per-worker LRU of verified tokens: (SHA-256 of the token, provider index) → result.
@@ -95,421 +82,18 @@ pub struct JwtPolicy {
     bypass_cors_preflight: bool,
     realm: String,
     max_token_bytes: usize,
-    /// Every header the filter writes (claims, payloads): always stripped from requests.
+    /// Every header the filter writes (claims, payloads): always stripped from requests, and
+    /// refused in another spelling.
     output_headers: Vec<String>,
+    /// Names removed from request trailers: the output headers and the token source headers
+    /// (`cookie` too when a provider reads a cookie).
+    trailer_names: Vec<String>,
+    canon: CanonConfig,
+    refusals: Refusals,
     cache: Option<RefCell<Cache>>,
     /// Fetches this worker started: call token → provider index.
     pending: RefCell<HashMap<u32, usize>>,
     metrics: Metrics,
-}
-
-fn check_header_name(field: &str, name: &str) -> Result<String, ConfigError> {
-    let lower = writable_header_name(field, name, FRAMING_HEADERS)?;
-    writable_header_name(field, &lower, NEVER_CLAIM_HEADERS)
-}
-
-fn check_text(field: &str, s: &str) -> Result<(), ConfigError> {
-    if s.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(ConfigError::new(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    Ok(())
-}
-
-fn check_provider_name(name: &str) -> Result<(), ConfigError> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(ConfigError::new(
-            format!("providers.{name}"),
-            "provider names are 1-64 characters of A-Z a-z 0-9 - _ .",
-        ));
-    }
-    Ok(())
-}
-
-fn source_index(table: &mut Vec<Source>, s: Source) -> usize {
-    if let Some(i) = table.iter().position(|t| *t == s) {
-        return i;
-    }
-    table.push(s);
-    table.len() - 1
-}
-
-fn build_provider(
-    name: &str,
-    cfg: &ProviderConfig,
-    table: &mut Vec<Source>,
-    host: &dyn Host,
-) -> Result<Provider, ConfigError> {
-    let f = |field: &str| format!("providers.{name}.{field}");
-    check_provider_name(name)?;
-    if let Some(iss) = &cfg.issuer {
-        if iss.is_empty() {
-            return Err(ConfigError::new(
-                f("issuer"),
-                "must not be empty (leave it out to accept any issuer)",
-            ));
-        }
-    }
-    for (i, a) in cfg.audiences.iter().enumerate() {
-        if a.is_empty() {
-            return Err(ConfigError::new(
-                f(&format!("audiences[{i}]")),
-                "must not be empty",
-            ));
-        }
-    }
-    let mut subjects = Vec::new();
-    for (i, s) in cfg.subjects.iter().enumerate() {
-        let field = f(&format!("subjects[{i}]"));
-        subjects.push(match (&s.exact, &s.prefix) {
-            (Some(e), None) if !e.is_empty() => SubjectMatch::Exact(e.clone()),
-            (None, Some(p)) if !p.is_empty() => SubjectMatch::Prefix(p.clone()),
-            _ => {
-                return Err(ConfigError::new(
-                    field,
-                    "give exactly one non-empty `exact` or `prefix`",
-                ))
-            }
-        });
-    }
-    if cfg.clock_skew_seconds > MAX_CLOCK_SKEW {
-        return Err(ConfigError::new(
-            f("clock_skew_seconds"),
-            format!("at most {MAX_CLOCK_SKEW}"),
-        ));
-    }
-    if cfg.max_lifetime_seconds == Some(0) {
-        return Err(ConfigError::new(
-            f("max_lifetime_seconds"),
-            "must be positive",
-        ));
-    }
-    let rules = ClaimRules {
-        issuer: cfg.issuer.clone(),
-        audiences: cfg.audiences.clone(),
-        subjects,
-        require_expiration: cfg.require_expiration,
-        max_lifetime_seconds: cfg.max_lifetime_seconds,
-        clock_skew_seconds: cfg.clock_skew_seconds,
-    };
-
-    // Token sources.
-    let mut sources = Vec::new();
-    let mut token_headers = Vec::new();
-    for (i, h) in cfg.from_headers.iter().enumerate() {
-        let hn = check_header_name(&f(&format!("from_headers[{i}].name")), &h.name)?;
-        if let Some(p) = &h.value_prefix {
-            check_text(&f(&format!("from_headers[{i}].value_prefix")), p)?;
-        }
-        token_headers.push(hn.clone());
-        let prefix = h.value_prefix.clone().filter(|p| !p.is_empty());
-        sources.push(source_index(table, Source::Header { name: hn, prefix }));
-    }
-    for (i, p) in cfg.from_params.iter().enumerate() {
-        if p.is_empty() || p.contains(['&', '=', '#']) || p.chars().any(char::is_control) {
-            return Err(ConfigError::new(
-                f(&format!("from_params[{i}]")),
-                "not a usable query parameter name",
-            ));
-        }
-        sources.push(source_index(table, Source::Param(p.clone())));
-    }
-    for (i, c) in cfg.from_cookies.iter().enumerate() {
-        if c.is_empty() || !c.chars().all(is_tchar) {
-            return Err(ConfigError::new(
-                f(&format!("from_cookies[{i}]")),
-                "not a valid cookie name",
-            ));
-        }
-        sources.push(source_index(table, Source::Cookie(c.clone())));
-    }
-    if sources.is_empty() {
-        token_headers.push("authorization".into());
-        sources.push(source_index(
-            table,
-            Source::Header {
-                name: "authorization".into(),
-                prefix: Some("Bearer ".into()),
-            },
-        ));
-    }
-
-    // Output headers.
-    let mut claim_headers: Vec<(String, String)> = Vec::new();
-    for (i, c) in cfg.claim_to_headers.iter().enumerate() {
-        let field = f(&format!("claim_to_headers[{i}]"));
-        let h = check_header_name(&format!("{field}.header_name"), &c.header_name)?;
-        if c.claim_name.is_empty() || c.claim_name.split('.').any(str::is_empty) {
-            return Err(ConfigError::new(
-                format!("{field}.claim_name"),
-                "not a claim name or dotted path",
-            ));
-        }
-        if token_headers.contains(&h) || claim_headers.iter().any(|(x, _)| *x == h) {
-            return Err(ConfigError::new(
-                format!("{field}.header_name"),
-                format!("`{h}` is already used"),
-            ));
-        }
-        claim_headers.push((h, c.claim_name.clone()));
-    }
-    let payload_header = match &cfg.forward_payload_header {
-        None => None,
-        Some(h) => {
-            let h = check_header_name(&f("forward_payload_header"), h)?;
-            if token_headers.contains(&h) || claim_headers.iter().any(|(x, _)| *x == h) {
-                return Err(ConfigError::new(
-                    f("forward_payload_header"),
-                    format!("`{h}` is already used"),
-                ));
-            }
-            Some(h)
-        }
-    };
-
-    // Keys.
-    let keys = match (&cfg.local_jwks, &cfg.remote_jwks) {
-        (Some(local), None) => {
-            let parsed = match (&local.inline_string, &local.inline_jwks) {
-                (Some(s), None) => parse_jwks(s.as_bytes(), true).map_err(|e| {
-                    ConfigError::new(
-                        f("local_jwks.inline_string"),
-                        format!(
-                            "{}: {}",
-                            if e.field.is_empty() { "JWKS" } else { &e.field },
-                            e.reason
-                        ),
-                    )
-                })?,
-                (None, Some(Value::Object(o))) => parse_jwks_value(o, true).map_err(|e| {
-                    let path = if e.field.is_empty() {
-                        f("local_jwks.inline_jwks")
-                    } else {
-                        f(&format!("local_jwks.inline_jwks.{}", e.field))
-                    };
-                    ConfigError::new(path, e.reason)
-                })?,
-                (None, Some(_)) => {
-                    return Err(ConfigError::new(
-                        f("local_jwks.inline_jwks"),
-                        "must be a JWKS object",
-                    ))
-                }
-                _ => {
-                    return Err(ConfigError::new(
-                        f("local_jwks"),
-                        "give exactly one of `inline_string`, `inline_jwks`",
-                    ))
-                }
-            };
-            let (mut set, _) = parsed;
-            set.version = 1;
-            Keys::Local(Rc::new(set))
-        }
-        (None, Some(remote)) => {
-            let r = |x: &str| f(&format!("remote_jwks.{x}"));
-            let (authority, path) = split_uri(&remote.http_uri.uri).ok_or_else(|| {
-                ConfigError::new(r("http_uri.uri"), "expected http(s)://host[:port]/path")
-            })?;
-            if remote.http_uri.cluster.is_empty() {
-                return Err(ConfigError::new(
-                    r("http_uri.cluster"),
-                    "must name an Envoy cluster",
-                ));
-            }
-            let timeout = parse_duration(&r("http_uri.timeout"), &remote.http_uri.timeout)?;
-            if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(60) {
-                return Err(ConfigError::new(
-                    r("http_uri.timeout"),
-                    "between 100ms and 60s",
-                ));
-            }
-            let cache_duration = parse_duration(&r("cache_duration"), &remote.cache_duration)?;
-            if cache_duration < Duration::from_secs(1) {
-                return Err(ConfigError::new(r("cache_duration"), "at least 1s"));
-            }
-            let failed_refetch = parse_duration(
-                &r("failed_refetch_duration"),
-                &remote.failed_refetch_duration,
-            )?;
-            if failed_refetch < Duration::from_millis(500) {
-                return Err(ConfigError::new(
-                    r("failed_refetch_duration"),
-                    "at least 500ms",
-                ));
-            }
-            let refetch_min =
-                parse_duration(&r("refetch_min_interval"), &remote.refetch_min_interval)?;
-            if refetch_min < Duration::from_secs(1) {
-                return Err(ConfigError::new(r("refetch_min_interval"), "at least 1s"));
-            }
-            let remote = Remote::new(
-                name,
-                RemoteSettings {
-                    cluster: remote.http_uri.cluster.clone(),
-                    authority,
-                    path,
-                    timeout,
-                    cache_duration,
-                    failed_refetch,
-                    refetch_min,
-                    refetch_on_unknown_kid: remote.refetch_on_unknown_kid,
-                },
-            );
-            remote.init(host);
-            Keys::Remote(Box::new(remote))
-        }
-        _ => {
-            return Err(ConfigError::new(
-                f("local_jwks"),
-                "give exactly one of `local_jwks`, `remote_jwks`",
-            ))
-        }
-    };
-
-    Ok(Provider {
-        name: name.to_string(),
-        rules,
-        sources,
-        forward: cfg.forward,
-        payload_header,
-        claim_headers,
-        keys,
-    })
-}
-
-fn provider_index(providers: &[Provider], field: &str, name: &str) -> Result<usize, ConfigError> {
-    providers
-        .iter()
-        .position(|p| p.name == name)
-        .ok_or_else(|| ConfigError::new(field, format!("no provider named `{name}`")))
-}
-
-fn build_rule(i: usize, cfg: &RuleConfig, providers: &[Provider]) -> Result<Rule, ConfigError> {
-    let f = |x: &str| format!("rules[{i}].{x}");
-    let m = &cfg.route;
-    let path = match (&m.path, &m.prefix, &m.safe_regex) {
-        (Some(p), None, None) if p.starts_with('/') => PathMatch::Exact(p.clone()),
-        (None, Some(p), None) if p.starts_with('/') => PathMatch::Prefix(p.clone()),
-        (None, None, Some(r)) => PathMatch::Regex(
-            compile_regex(&r.regex)
-                .map_err(|e| ConfigError::new(f("match.safe_regex.regex"), e))?,
-        ),
-        (Some(_), None, None) | (None, Some(_), None) => {
-            return Err(ConfigError::new(
-                f("match"),
-                "paths and prefixes start with `/`",
-            ))
-        }
-        _ => {
-            return Err(ConfigError::new(
-                f("match"),
-                "give exactly one of `path`, `prefix`, `safe_regex`",
-            ))
-        }
-    };
-    let mut methods = Vec::new();
-    for (j, meth) in m.methods.iter().enumerate() {
-        if meth.is_empty() || !meth.chars().all(is_tchar) {
-            return Err(ConfigError::new(
-                f(&format!("match.methods[{j}]")),
-                "not an HTTP method",
-            ));
-        }
-        methods.push(meth.to_ascii_uppercase());
-    }
-    let need = match &cfg.requires {
-        None => {
-            if cfg.allow_missing {
-                return Err(ConfigError::new(f("allow_missing"), "needs `requires`"));
-            }
-            Need::Nothing
-        }
-        Some(req) => {
-            let (names, all, field) =
-                match (&req.provider_name, &req.requires_any, &req.requires_all) {
-                    (Some(n), None, None) => (vec![n.clone()], false, f("requires.provider_name")),
-                    (None, Some(list), None) => (list.clone(), false, f("requires.requires_any")),
-                    (None, None, Some(list)) => (list.clone(), true, f("requires.requires_all")),
-                    _ => {
-                        return Err(ConfigError::new(
-                            f("requires"),
-                            "give exactly one of `provider_name`, `requires_any`, `requires_all`",
-                        ))
-                    }
-                };
-            if names.is_empty() {
-                return Err(ConfigError::new(field, "must name at least one provider"));
-            }
-            let mut idx = Vec::new();
-            for (j, n) in names.iter().enumerate() {
-                let fi = if req.provider_name.is_some() {
-                    field.clone()
-                } else {
-                    format!("{field}[{j}]")
-                };
-                let p = provider_index(providers, &fi, n)?;
-                if !idx.contains(&p) {
-                    idx.push(p);
-                }
-            }
-            Need::Token {
-                providers: idx,
-                all,
-                allow_missing: cfg.allow_missing,
-            }
-        }
-    };
-    let mut claims = Vec::new();
-    for (j, c) in cfg.claims.iter().enumerate() {
-        let field = f(&format!("claims[{j}]"));
-        if matches!(need, Need::Nothing) {
-            return Err(ConfigError::new(field, "claim conditions need `requires`"));
-        }
-        if cfg.allow_missing {
-            return Err(ConfigError::new(
-                field,
-                "claim conditions cannot hold for a missing token (`allow_missing`)",
-            ));
-        }
-        if c.name.is_empty() || c.name.split('.').any(str::is_empty) {
-            return Err(ConfigError::new(
-                format!("{field}.name"),
-                "not a claim name or dotted path",
-            ));
-        }
-        claims.push(match (&c.contains, &c.contains_any, &c.equals) {
-            (Some(v), None, None) => ClaimCheck::Contains { name: c.name.clone(), any_of: vec![v.clone()] },
-            (None, Some(list), None) if !list.is_empty() => ClaimCheck::Contains { name: c.name.clone(), any_of: list.clone() },
-            (None, None, Some(v)) if matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) => {
-                ClaimCheck::Equals { name: c.name.clone(), value: v.clone() }
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    field,
-                    "give exactly one of `contains`, `contains_any` (non-empty), `equals` (string, number or boolean)",
-                ))
-            }
-        });
-    }
-    Ok(Rule {
-        path,
-        methods,
-        need,
-        claims,
-    })
-}
-
-fn define(host: &dyn Host, name: &str) -> Result<MetricId, ConfigError> {
-    host.define_metric(MetricKind::Counter, &format!("meshwall.jwt.{name}"))
-        .map_err(|e| ConfigError::new(".", format!("cannot define metric {name}: {e}")))
 }
 
 impl JwtPolicy {
@@ -547,30 +131,18 @@ impl JwtPolicy {
         }
         let mut rules = Vec::new();
         for (i, r) in cfg.rules.iter().enumerate() {
-            rules.push(build_rule(i, r, &providers)?);
+            rules.push(build_rule(i, r, &providers, &cfg.canonical)?);
         }
-        let mut output_headers: Vec<String> = Vec::new();
-        for p in &providers {
-            for h in p
-                .claim_headers
-                .iter()
-                .map(|(h, _)| h)
-                .chain(p.payload_header.iter())
-            {
-                if !output_headers.contains(h) {
-                    output_headers.push(h.clone());
-                }
-            }
-        }
-        // An output header of one provider must not be a token source of another.
+        let output_headers = output_headers(&providers, &sources)?;
+        let mut trailer_names = output_headers.clone();
         for s in &sources {
-            if let Source::Header { name, .. } = s {
-                if output_headers.contains(name) {
-                    return Err(ConfigError::new(
-                        "providers",
-                        format!("header `{name}` is both a token source and an output header"),
-                    ));
-                }
+            let name = match s {
+                Source::Header { name, .. } => name.as_str(),
+                Source::Cookie(_) => "cookie",
+                Source::Param(_) => continue,
+            };
+            if !trailer_names.iter().any(|t| t == name) {
+                trailer_names.push(name.to_string());
             }
         }
         let mut denied = Vec::new();
@@ -599,6 +171,9 @@ impl JwtPolicy {
             realm: cfg.realm,
             max_token_bytes: cfg.max_token_bytes,
             output_headers,
+            trailer_names,
+            canon: cfg.canonical,
+            refusals: Refusals::define("jwt", host),
             cache: NonZeroUsize::new(cfg.jwt_cache_size).map(|n| RefCell::new(LruCache::new(n))),
             pending: RefCell::new(HashMap::new()),
             metrics,
@@ -653,7 +228,7 @@ impl JwtPolicy {
         if let Some(cache) = &self.cache {
             let mut c = cache.borrow_mut();
             if let Some(v) = c.get(&(*hash, pi)) {
-                if now <= v.until && p.keys_version() == Some(v.keys_version) {
+                if now <= v.until && p.keys_version(host) == Some(v.keys_version) {
                     host.increment_metric(self.metrics.cache_hit, 1);
                     return Ok(v.clone());
                 }
@@ -715,17 +290,42 @@ impl JwtPolicy {
         Ok(v)
     }
 
+    /// Removes every header whose name folds (`_` as `-`, any case) into one of `names`.
+    fn strip_ops(headers: &Headers, names: &[String]) -> Vec<HeaderOp> {
+        let mut ops: Vec<HeaderOp> = Vec::new();
+        for k in headers.names() {
+            let protected = names.iter().any(|n| same_header(n, k));
+            if protected
+                && !ops
+                    .iter()
+                    .any(|o| matches!(o, HeaderOp::Remove(x) if x == k))
+            {
+                ops.push(HeaderOp::Remove(k.to_string()));
+            }
+        }
+        ops
+    }
+
     fn decide(&self, req: &Request, host: &dyn Host) -> Action {
-        let mut ops: Vec<HeaderOp> = self
-            .output_headers
-            .iter()
-            .filter(|h| req.headers.contains(h))
-            .map(|h| HeaderOp::Remove(h.clone()))
-            .collect();
+        // The one view every rule matches on; an ambiguous request goes no further.
+        let path = match request_path(&req.path, &self.canon) {
+            Ok(p) => p,
+            Err(a) => return self.refusals.refuse(&a, host),
+        };
+        if let Err(a) = req
+            .headers
+            .check_spellings(self.output_headers.iter().map(String::as_str))
+        {
+            return self.refusals.refuse(&a, host);
+        }
+        let mut ops = Self::strip_ops(&req.headers, &self.output_headers);
         if self.bypass_cors_preflight && Self::is_cors_preflight(req) {
             return Action::Continue(ops);
         }
-        let rule = self.rules.iter().find(|r| r.matches(req));
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| r.matches(&req.method, &path, &self.canon));
         let need = rule.map(|r| &r.need).unwrap_or(&self.default_need);
         let Need::Token {
             providers,
@@ -737,7 +337,8 @@ impl JwtPolicy {
         };
         let found = match extract(req, &self.sources, self.max_token_bytes) {
             Ok(f) => f,
-            Err(e) => return self.deny(e, host),
+            Err(Refused::Invalid(e)) => return self.deny(e, host),
+            Err(Refused::Ambiguous(a)) => return self.refusals.refuse(&a, host),
         };
         // Only a token in a source of a required provider counts.
         let found = found.filter(|f| {
@@ -836,6 +437,22 @@ impl Policy for JwtPolicy {
 
     fn on_request_headers(&self, _ex: &mut (), req: &Request, host: &dyn Host) -> Action {
         self.decide(req, host)
+    }
+
+    /// A trailer in any spelling of a header the filter writes or reads a token from never
+    /// reaches the upstream (some backends merge trailers into the headers).
+    fn on_request_trailers(
+        &self,
+        _ex: &mut (),
+        trailers: &Headers,
+        _host: &dyn Host,
+    ) -> Vec<HeaderOp> {
+        Self::strip_ops(trailers, &self.trailer_names)
+    }
+
+    /// A fetched JWKS larger than this is refused without being copied into the VM.
+    fn max_callout_body(&self) -> usize {
+        crate::jwks::MAX_JWKS_BYTES
     }
 
     fn tick_period(&self) -> Option<Duration> {

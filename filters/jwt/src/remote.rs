@@ -11,8 +11,14 @@
 //! the state changes (on a tick, or on a request while it has no keys yet). A token with an
 //! unknown `kid` sets `refetch_requested` (at most once per `refetch_min_interval`); the next
 //! tick performs the fetch.
+//!
+//! Keys outlive failing fetches only so long: a successful fetch at `t` makes them usable
+//! until `t + cache_duration + max_stale` (`keys_until_ms` in the state). After that every
+//! worker drops them (requests for the provider get 401 `Jwks not available`) until a fetch
+//! succeeds again. A response body over [`MAX_JWKS_BYTES`] is refused by its size alone: the
+//! host never copies it into the VM (`Policy::max_callout_body`).
 
-use crate::jwks::{parse_jwks, KeySet};
+use crate::jwks::{parse_jwks, KeySet, MAX_JWKS_BYTES};
 use meshwall_core::{CalloutResponse, Host, HostError};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
@@ -33,6 +39,10 @@ pub struct FetchState {
     pub refetch_requested: bool,
     /// When the last refetch for an unknown `kid` started (ms).
     pub last_refetch_ms: u64,
+    /// The keys of `version` may be used until then (ms); 0: no limit recorded (a state
+    /// written before `max_stale` existed, until the next successful fetch).
+    #[serde(default)]
+    pub keys_until_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +55,8 @@ pub struct RemoteSettings {
     pub failed_refetch: Duration,
     pub refetch_min: Duration,
     pub refetch_on_unknown_kid: bool,
+    /// How long past `cache_duration` keys are kept while fetches fail.
+    pub max_stale: Duration,
 }
 
 /// Outcome of one fetch, for metrics.
@@ -61,6 +73,10 @@ pub struct Remote {
     state_key: String,
     jwks_key: String,
     keys: RefCell<Option<Rc<KeySet>>>,
+    /// This worker's copy of the state's `keys_until_ms` for its keys.
+    keys_until_ms: Cell<u64>,
+    /// The keys were dropped for age (for the log line).
+    expired: Cell<bool>,
     last_local_refetch_request_ms: Cell<u64>,
     last_unavailable_log_ms: Cell<Option<u64>>,
 }
@@ -94,6 +110,8 @@ impl Remote {
             state_key: format!("{base}.state"),
             jwks_key: format!("{base}.jwks"),
             keys: RefCell::new(None),
+            keys_until_ms: Cell::new(0),
+            expired: Cell::new(false),
             last_local_refetch_request_ms: Cell::new(0),
             last_unavailable_log_ms: Cell::new(None),
         }
@@ -151,14 +169,27 @@ impl Remote {
         false
     }
 
-    /// The keys this worker uses now. While it has none, looks in shared data (another
-    /// worker may have fetched them).
+    /// The keys this worker uses now. While it has none, or its keys are past their
+    /// `keys_until_ms`, looks in shared data (another worker may have fetched them); keys
+    /// still too old are dropped.
     pub fn current(&self, host: &dyn Host) -> Option<Rc<KeySet>> {
-        if let Some(k) = self.keys.borrow().as_ref() {
-            return Some(k.clone());
+        let now = host.now_millis();
+        let mine = self.keys.borrow().clone();
+        if let Some(k) = mine {
+            if !Self::past(self.keys_until_ms.get(), now) {
+                return Some(k);
+            }
         }
         self.sync(host);
+        // Shared data unreadable: this worker's own copy of the limit still holds.
+        if self.drop_if_past(self.keys_until_ms.get(), now) {
+            return None;
+        }
         self.keys.borrow().clone()
+    }
+
+    fn past(until_ms: u64, now_ms: u64) -> bool {
+        until_ms != 0 && now_ms > until_ms
     }
 
     /// The keys without touching shared data (cache validation).
@@ -166,12 +197,33 @@ impl Remote {
         self.keys.borrow().as_ref().map(|k| k.version)
     }
 
-    /// Reparses the shared JWKS if its version differs from this worker's.
+    /// Drops this worker's keys when they are past `until_ms`; true when they are.
+    fn drop_if_past(&self, until_ms: u64, now_ms: u64) -> bool {
+        if !Self::past(until_ms, now_ms) {
+            return false;
+        }
+        if self.keys.borrow_mut().take().is_some() || !self.expired.get() {
+            log::warn!(
+                "meshwall.jwt: provider `{}`: JWKS not refreshed for cache_duration + max_stale (fetches from cluster `{}` failing): keys dropped, refusing protected requests with 401",
+                self.provider,
+                self.settings.cluster
+            );
+        }
+        self.expired.set(true);
+        true
+    }
+
+    /// Reparses the shared JWKS if its version differs from this worker's; drops the keys
+    /// when the shared state says they are too old.
     pub fn sync(&self, host: &dyn Host) {
         let Some((st, _)) = self.read_state(host) else {
             return;
         };
-        if st.version == 0 || self.loaded_version() == Some(st.version) {
+        if st.version == 0 || self.drop_if_past(st.keys_until_ms, host.now_millis()) {
+            return;
+        }
+        if self.loaded_version() == Some(st.version) {
+            self.keys_until_ms.set(st.keys_until_ms);
             return;
         }
         let Ok(Some((bytes, _))) = host.shared_get(&self.jwks_key) else {
@@ -184,12 +236,15 @@ impl Remote {
         v.copy_from_slice(head);
         let version = u64::from_le_bytes(v);
         if self.loaded_version() == Some(version) {
+            self.keys_until_ms.set(st.keys_until_ms);
             return;
         }
         match parse_jwks(body, false) {
             Ok((mut set, _)) => {
                 set.version = version;
                 *self.keys.borrow_mut() = Some(Rc::new(set));
+                self.keys_until_ms.set(st.keys_until_ms);
+                self.expired.set(false);
             }
             Err(e) => log::warn!(
                 "meshwall.jwt: provider `{}`: shared JWKS unreadable: {}",
@@ -207,8 +262,13 @@ impl Remote {
             .is_none_or(|t| now_ms.saturating_sub(t) >= 10_000);
         if due {
             self.last_unavailable_log_ms.set(Some(now_ms));
+            let why = if self.expired.get() {
+                "JWKS expired (older than cache_duration + max_stale)"
+            } else {
+                "no JWKS loaded yet"
+            };
             log::warn!(
-                "meshwall.jwt: provider `{}`: no JWKS loaded yet (fetch from cluster `{}` pending or failing); refusing protected requests with 401",
+                "meshwall.jwt: provider `{}`: {why} (fetch from cluster `{}` pending or failing); refusing protected requests with 401",
                 self.provider,
                 self.settings.cluster
             );
@@ -313,6 +373,15 @@ impl Remote {
             self.fetch_failed(host);
             return FetchOutcome::Failed;
         }
+        if resp.body_size > MAX_JWKS_BYTES {
+            log::warn!(
+                "meshwall.jwt: provider `{}`: fetched JWKS refused: {} bytes, over the limit of {MAX_JWKS_BYTES}",
+                self.provider,
+                resp.body_size
+            );
+            self.fetch_failed(host);
+            return FetchOutcome::Failed;
+        }
         let (mut set, skipped) = match parse_jwks(&resp.body, false) {
             Ok(x) => x,
             Err(e) => {
@@ -337,6 +406,7 @@ impl Remote {
         let hash = hex(&hmac_sha256::Hash::hash(&resp.body));
         let now = host.now_millis();
         let next = now.saturating_add(ms(self.settings.cache_duration));
+        let until = next.saturating_add(ms(self.settings.max_stale));
         let Some((st, _)) = self.read_state(host) else {
             self.fetch_failed(host);
             return FetchOutcome::Failed;
@@ -369,11 +439,14 @@ impl Remote {
             s.hash = hash.clone();
             s.next_fetch_ms = next;
             s.lease_until_ms = 0;
+            s.keys_until_ms = until;
         });
         set.version = version;
         if self.loaded_version() != Some(version) {
             *self.keys.borrow_mut() = Some(Rc::new(set));
         }
+        self.keys_until_ms.set(until);
+        self.expired.set(false);
         FetchOutcome::Ok
     }
 

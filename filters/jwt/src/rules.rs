@@ -1,27 +1,11 @@
 //! Route rules: which requests need which token, and per-rule claim conditions (403).
+//!
+//! Rules match on the canonical request view of `meshwall_core` (the canonical path, never
+//! the raw `:path`; methods without regard to case, `HEAD` as `GET`): see [`Rule::matches`].
 
 use crate::token::claim;
-use meshwall_core::Request;
-use regex_lite::Regex;
+use meshwall_core::{CanonConfig, MethodSet, PathMatch};
 use serde_json::{Map, Value};
-
-#[derive(Debug, Clone)]
-pub enum PathMatch {
-    Exact(String),
-    Prefix(String),
-    /// Anchored: must match the whole path.
-    Regex(Regex),
-}
-
-impl PathMatch {
-    pub fn matches(&self, path: &str) -> bool {
-        match self {
-            PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
-            PathMatch::Regex(r) => r.is_match(path),
-        }
-    }
-}
 
 /// What a matched request needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,30 +53,18 @@ impl ClaimCheck {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub path: PathMatch,
-    /// Upper-case methods; empty = any.
-    pub methods: Vec<String>,
+    /// Empty: any method.
+    pub methods: MethodSet,
     pub need: Need,
     pub claims: Vec<ClaimCheck>,
 }
 
 impl Rule {
-    pub fn matches(&self, req: &Request) -> bool {
-        (self.methods.is_empty()
-            || self
-                .methods
-                .iter()
-                .any(|m| m.eq_ignore_ascii_case(&req.method)))
-            && self.path.matches(req.path_only())
+    /// Whether the rule applies to a request with this method and canonical path
+    /// (`meshwall_core::canonical_path`, query already cut off).
+    pub fn matches(&self, method: &str, canonical_path: &str, cfg: &CanonConfig) -> bool {
+        self.methods.matches(method, cfg) && self.path.matches(canonical_path, cfg)
     }
-}
-
-/// Compiles a route regex, anchored to the whole path, with bounded size.
-pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
-    regex_lite::RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .size_limit(1 << 20)
-        .nest_limit(64)
-        .build()
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -100,40 +72,53 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn path_matching() {
-        let r = compile_regex("/v[0-9]+/items/[^/]+").unwrap();
-        assert!(PathMatch::Regex(r.clone()).matches("/v2/items/abc"));
-        assert!(
-            !PathMatch::Regex(r.clone()).matches("/v2/items/abc/x"),
-            "anchored at the end"
-        );
-        assert!(
-            !PathMatch::Regex(r).matches("/x/v2/items/abc"),
-            "anchored at the start"
-        );
-        assert!(PathMatch::Prefix("/api/".into()).matches("/api/x"));
-        assert!(!PathMatch::Prefix("/api/".into()).matches("/apix"));
-        assert!(PathMatch::Exact("/healthz".into()).matches("/healthz"));
-        assert!(!PathMatch::Exact("/healthz".into()).matches("/healthz/x"));
-        assert!(compile_regex("(").is_err());
-    }
-
-    #[test]
-    fn rules_use_the_path_without_query_and_methods() {
-        let rule = Rule {
-            path: PathMatch::Exact("/a".into()),
-            methods: vec!["POST".into()],
+    fn rule(path: PathMatch, methods: &[&str]) -> Rule {
+        let methods: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
+        Rule {
+            path,
+            methods: MethodSet::parse("methods", &methods).unwrap(),
             need: Need::Nothing,
             claims: vec![],
+        }
+    }
+
+    /// Rules see the canonical path (core builds it; the query is already gone) and compare
+    /// methods without regard to case, with `HEAD` as `GET`.
+    #[test]
+    fn rules_match_canonical_paths_and_methods() {
+        let cfg = CanonConfig::default();
+        let exact = rule(PathMatch::exact("p", "/a", &cfg).unwrap(), &["POST", "GET"]);
+        let prefix = rule(PathMatch::prefix("p", "/admin/", &cfg).unwrap(), &[]);
+        let regex = rule(
+            PathMatch::regex("p", "/v[0-9]+/items/[^/]+", &cfg).unwrap(),
+            &[],
+        );
+        let cases: [(&Rule, &str, &str, bool); 14] = [
+            (&exact, "POST", "/a", true),
+            (&exact, "post", "/a", true),
+            (&exact, "GET", "/a/", true),
+            (&exact, "HEAD", "/a", true),
+            (&exact, "DELETE", "/a", false),
+            (&exact, "POST", "/a/b", false),
+            (&prefix, "GET", "/admin/x", true),
+            (&prefix, "GET", "/admin", true),
+            (&prefix, "GET", "/administrator", false),
+            (&prefix, "GET", "/ADMIN/x", false),
+            (&regex, "GET", "/v2/items/abc", true),
+            (&regex, "GET", "/v2/items/abc/", true),
+            (&regex, "GET", "/v2/items/abc/x", false),
+            (&regex, "GET", "/x/v2/items/abc", false),
+        ];
+        for (r, m, path, want) in cases {
+            assert_eq!(r.matches(m, path, &cfg), want, "{m} {path}");
+        }
+        let strict = CanonConfig {
+            head_matches_get: false,
+            trailing_slash_insensitive: false,
+            ..CanonConfig::default()
         };
-        let req = |m: &str, p: &str| Request {
-            method: m.into(),
-            path: p.into(),
-            ..Default::default()
-        };
-        assert!(rule.matches(&req("POST", "/a?x=1")));
-        assert!(!rule.matches(&req("GET", "/a")));
+        assert!(!exact.matches("HEAD", "/a", &strict));
+        assert!(!exact.matches("GET", "/a/", &strict));
     }
 
     #[test]

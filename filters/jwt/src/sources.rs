@@ -1,9 +1,21 @@
 //! Where tokens come from (headers with a prefix, query parameters, cookies), and how a
 //! token is removed from the request before it goes upstream.
+//!
+//! Query strings and cookies are read with core's one parser (`meshwall_core::http`). A token
+//! source the backend could read differently from the filter is ambiguous and refused:
+//! - a source header in another spelling (`x_api_token` for `x-api-token`: CGI-style servers
+//!   read both as `HTTP_X_API_TOKEN`);
+//! - a token cookie given twice (Django and Rack read the last, most others the first);
+//! - a query parameter or cookie whose name a framework reads as the source's name: another
+//!   case (ASP.NET), `.` or space for `_` (PHP), a bracket form (`access_token[]`,
+//!   `access_token[0]`: qs, Rails and PHP build arrays from it), percent-escapes in a
+//!   cookie name (PHP decodes them).
+//!
+//! The same token in two places is one token; two different tokens are refused as invalid.
 
 use crate::token::Failure;
-use meshwall_core::{HeaderOp, Request};
-use percent_encoding::percent_decode_str;
+use meshwall_core::http::{cookie_pairs, form_decode, query_pairs, single_cookie};
+use meshwall_core::{Ambiguity, HeaderOp, Request};
 
 /// One place a token may be found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +37,21 @@ pub struct Found {
     pub sources: Vec<usize>,
 }
 
+/// Why no token could be taken from the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Answered 401 (two different tokens, a token over the size limit).
+    Invalid(Failure),
+    /// Answered 400: the backend may read another token than the filter.
+    Ambiguous(Ambiguity),
+}
+
+impl From<Failure> for Refused {
+    fn from(f: Failure) -> Self {
+        Refused::Invalid(f)
+    }
+}
+
 fn strip_prefix_ci<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
     let head = value.get(..prefix.len())?;
     if head.eq_ignore_ascii_case(prefix) {
@@ -34,44 +61,37 @@ fn strip_prefix_ci<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
-/// `name=value` pairs of a query string, percent-decoded (a value that does not decode to
-/// UTF-8 is kept raw; it will fail token decoding).
-fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let dec = |s: &str| {
-            percent_decode_str(s)
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .unwrap_or_else(|_| s.to_string())
-        };
-        (dec(k), dec(v))
-    })
+/// A parameter or cookie name as the most lenient framework reads it: lower case, `.` and
+/// space as `_` (PHP), without a bracket suffix (`a[]`, `a[0]`, `a[b][c]` are `a` for qs,
+/// Rails and PHP; an unclosed `[` is `_` in PHP).
+fn lenient_name(name: &str) -> String {
+    let base = match name.find('[') {
+        Some(i) if name.get(i..).is_some_and(|rest| rest.contains(']')) => name.get(..i),
+        _ => Some(name),
+    };
+    base.unwrap_or(name)
+        .chars()
+        .map(|c| match c {
+            '.' | ' ' | '[' => '_',
+            other => other.to_ascii_lowercase(),
+        })
+        .collect()
 }
 
-/// `name=value` pairs of every `Cookie` header.
-fn cookie_pairs(req: &Request) -> impl Iterator<Item = (&str, &str)> {
-    req.headers.get_all("cookie").flat_map(|h| {
-        h.split(';').filter_map(|c| {
-            let (k, v) = c.trim().split_once('=')?;
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|x| x.strip_suffix('"'))
-                .unwrap_or(v);
-            Some((k.trim(), v))
-        })
-    })
+/// Whether `found` is not exactly `wanted` but some backend reads it as `wanted`.
+fn other_spelling(found: &str, wanted: &str) -> bool {
+    found != wanted && lenient_name(found) == lenient_name(wanted)
 }
 
 /// Finds the token. Several different tokens (in one source or across sources) are refused;
 /// the same token in two places is one token. A token longer than `max_bytes` is refused
-/// before anything else is done with it.
+/// before anything else is done with it. Ambiguous sources (see the module docs) are refused
+/// whatever they hold.
 pub fn extract(
     req: &Request,
     table: &[Source],
     max_bytes: usize,
-) -> Result<Option<Found>, Failure> {
+) -> Result<Option<Found>, Refused> {
     let mut found: Option<Found> = None;
     let mut add = |token: &str, idx: usize| -> Result<(), Failure> {
         let token = token.trim();
@@ -97,6 +117,9 @@ pub fn extract(
     for (idx, src) in table.iter().enumerate() {
         match src {
             Source::Header { name, prefix } => {
+                req.headers
+                    .check_spellings([name.as_str()])
+                    .map_err(Refused::Ambiguous)?;
                 // Envoy joins repeated headers with `,` (and a JWT never contains one), so
                 // each comma-separated part is a value of its own.
                 for value in req
@@ -122,19 +145,24 @@ pub fn extract(
                 }
             }
             Source::Param(name) => {
-                if let Some(q) = req.query() {
-                    for (k, v) in query_pairs(q) {
-                        if &k == name {
-                            add(&v, idx)?;
-                        }
+                for (k, v) in req.query().map(query_pairs).unwrap_or_default() {
+                    if other_spelling(&k, name) {
+                        return Err(Refused::Ambiguous(Ambiguity::RepeatedParam(name.clone())));
+                    }
+                    if &k == name {
+                        add(&v, idx)?;
                     }
                 }
             }
             Source::Cookie(name) => {
-                for (k, v) in cookie_pairs(req) {
-                    if k == name {
-                        add(v, idx)?;
-                    }
+                if cookie_pairs(&req.headers)
+                    .iter()
+                    .any(|(k, _)| *k != name && lenient_name(&form_decode(k)) == lenient_name(name))
+                {
+                    return Err(Refused::Ambiguous(Ambiguity::RepeatedCookie(name.clone())));
+                }
+                if let Some(v) = single_cookie(&req.headers, name).map_err(Refused::Ambiguous)? {
+                    add(v, idx)?;
                 }
             }
         }
@@ -168,11 +196,7 @@ pub fn removal_ops(req: &Request, table: &[Source], found: &Found) -> Vec<Header
                 .split('&')
                 .filter(|pair| {
                     let k = pair.split_once('=').map(|(k, _)| k).unwrap_or(pair);
-                    let k = percent_decode_str(k)
-                        .decode_utf8()
-                        .map(|c| c.into_owned())
-                        .unwrap_or_default();
-                    !pair.is_empty() && !params.contains(&k.as_str())
+                    !pair.is_empty() && !params.contains(&form_decode(k).as_str())
                 })
                 .collect();
             let mut path = req.path_only().to_string();
@@ -297,7 +321,11 @@ mod tests {
             req("/", &[("cookie", "session=a.b.c"), ("x-jwt", "q.r.s")]),
         ];
         for r in cases {
-            assert_eq!(extract(&r, &t, 100), Err(Failure::MultipleTokens), "{r:?}");
+            assert_eq!(
+                extract(&r, &t, 100),
+                Err(Refused::Invalid(Failure::MultipleTokens)),
+                "{r:?}"
+            );
         }
     }
 
@@ -306,8 +334,82 @@ mod tests {
         let big = format!("Bearer {}", "a".repeat(101));
         assert_eq!(
             extract(&req("/", &[("authorization", &big)]), &table(), 100),
-            Err(Failure::TooLarge)
+            Err(Refused::Invalid(Failure::TooLarge))
         );
+    }
+
+    /// A source the backend could read differently is refused, whatever it holds; the
+    /// exact spelling (and percent-escapes in a parameter name, which every parser decodes)
+    /// is the token.
+    #[test]
+    fn ambiguous_sources_refused() {
+        use Ambiguity::*;
+        let t = table();
+        let cookie = |c: &str| req("/", &[("cookie", c)]);
+        let cases: Vec<(Request, Ambiguity)> = vec![
+            (
+                req("/", &[("x_jwt", "a.b.c")]),
+                HeaderSpelling("x-jwt".into()),
+            ),
+            (
+                req("/", &[("x-jwt", "a.b.c"), ("X_Jwt", "d.e.f")]),
+                HeaderSpelling("x-jwt".into()),
+            ),
+            (
+                cookie("session=a.b.c; session=a.b.c"),
+                RepeatedCookie("session".into()),
+            ),
+            (
+                req(
+                    "/",
+                    &[("cookie", "session=a.b.c"), ("cookie", "session=d.e.f")],
+                ),
+                RepeatedCookie("session".into()),
+            ),
+            (cookie("Session=a.b.c"), RepeatedCookie("session".into())),
+            (cookie("sess%69on=a.b.c"), RepeatedCookie("session".into())),
+            (cookie("session[]=a.b.c"), RepeatedCookie("session".into())),
+            (
+                req("/?access.token=a.b.c", &[]),
+                RepeatedParam("access_token".into()),
+            ),
+            (
+                req("/?access+token=a.b.c", &[]),
+                RepeatedParam("access_token".into()),
+            ),
+            (
+                req("/?access_token[]=a.b.c", &[]),
+                RepeatedParam("access_token".into()),
+            ),
+            (
+                req("/?access_token%5B0%5D=a.b.c", &[]),
+                RepeatedParam("access_token".into()),
+            ),
+            (
+                req("/?access_token=a.b.c&access_token[x]=d", &[]),
+                RepeatedParam("access_token".into()),
+            ),
+            (
+                req("/?ACCESS_TOKEN=a.b.c", &[]),
+                RepeatedParam("access_token".into()),
+            ),
+        ];
+        for (r, why) in cases {
+            assert_eq!(extract(&r, &t, 100), Err(Refused::Ambiguous(why)), "{r:?}");
+        }
+        // Not ambiguous: other names, and escapes every parser decodes the same way.
+        for (r, want) in [
+            (req("/?access_token2=x&token=y", &[]), None),
+            (req("/?access%5Ftoken=a.b.c", &[]), Some(("a.b.c", vec![2]))),
+            (cookie("sessions=x; my_session=y"), None),
+            (req("/", &[("x-jwt2", "a.b.c")]), None),
+        ] {
+            let want = want.map(|(tok, s)| Found {
+                token: tok.to_string(),
+                sources: s,
+            });
+            assert_eq!(extract(&r, &t, 100), Ok(want), "{r:?}");
+        }
     }
 
     #[test]

@@ -14,9 +14,11 @@
 //!    segment), as are encoded control characters and double encoding (`%25` + two hex digits);
 //! 3. a raw `\` is refused (or kept as data with `allow_backslashes`);
 //! 4. `;` path parameters are refused (or, with `allow_path_params`, cut from each segment as
-//!    Tomcat does); a dot segment with parameters (`..;`, `.;x`) is always refused;
-//! 5. a dot segment written with an escape (`%2e%2e`, `.%2E`) is refused; literal `.` and `..`
-//!    are resolved (RFC 3986 §5.2.4), never above the root;
+//!    Tomcat does); a dot segment with parameters (`..;`, `.;x`, `..%3B`) is always refused; an
+//!    encoded `;` is refused too unless parameters are allowed (then it is data, as in Tomcat);
+//! 5. a dot segment written with an escape (`%2e%2e`, `.%2E`) is refused, and so is `..` right
+//!    after an empty segment (`/a//../b`: merging slashes first or not gives two paths); literal
+//!    `.` and `..` are resolved (RFC 3986 §5.2.4), never above the root;
 //! 6. empty segments are merged (`//a` is `/a`), the trailing slash is kept (matching decides
 //!    whether it counts), and with `case_insensitive_paths` the path is lower-cased.
 
@@ -46,6 +48,9 @@ pub enum Ambiguity {
     DotSegmentParams,
     /// A dot segment written with escapes (`%2e%2e`): resolved by some servers only.
     EncodedDotSegment,
+    /// `..` right after an empty segment (`/admin//../public`): servers that merge slashes
+    /// first (Tomcat) resolve it to `/public`, RFC 3986 and Envoy to `/admin/public`.
+    DotSegmentAfterEmpty,
     /// A header given in two spellings that backends fold together (`x_user_id` beside
     /// `x-user-id`), or in a spelling other than the configured one.
     HeaderSpelling(String),
@@ -72,6 +77,7 @@ impl Ambiguity {
             Ambiguity::PathParams => "path_params",
             Ambiguity::DotSegmentParams => "path_dot_segment_params",
             Ambiguity::EncodedDotSegment => "path_encoded_dot_segment",
+            Ambiguity::DotSegmentAfterEmpty => "path_dot_segment_after_empty",
             Ambiguity::HeaderSpelling(_) => "header_spelling",
             Ambiguity::RepeatedHeader(_) => "repeated_header",
             Ambiguity::RepeatedCookie(_) => "repeated_cookie",
@@ -91,6 +97,7 @@ impl Ambiguity {
         "path_params",
         "path_dot_segment_params",
         "path_encoded_dot_segment",
+        "path_dot_segment_after_empty",
         "header_spelling",
         "repeated_header",
         "repeated_cookie",
@@ -121,6 +128,9 @@ impl Ambiguity {
             }
             Ambiguity::EncodedDotSegment => {
                 "the request path has a percent-encoded dot segment".into()
+            }
+            Ambiguity::DotSegmentAfterEmpty => {
+                "the request path has a '..' segment after an empty segment".into()
             }
             Ambiguity::HeaderSpelling(n) => {
                 format!("header '{n}' is given in another spelling ('_' for '-')")
@@ -230,14 +240,22 @@ struct Segment {
 }
 
 /// Adds a finished segment to `out`: dot segments resolved, empty ones merged. True when the
-/// segment was a dot segment (the path then ends with `/`).
-fn finish_segment(seg: Segment, out: &mut Vec<String>) -> Result<bool, Ambiguity> {
+/// segment was a dot segment (the path then ends with `/`). `after_empty`: the segment before
+/// was empty (`//`).
+fn finish_segment(
+    seg: Segment,
+    out: &mut Vec<String>,
+    after_empty: bool,
+) -> Result<bool, Ambiguity> {
     let dot = seg.text == "." || seg.text == "..";
     if dot && seg.params {
         return Err(Ambiguity::DotSegmentParams);
     }
     if dot && seg.escaped_dot {
         return Err(Ambiguity::EncodedDotSegment);
+    }
+    if seg.text == ".." && after_empty {
+        return Err(Ambiguity::DotSegmentAfterEmpty);
     }
     match seg.text.as_str() {
         "" | "." => Ok(dot),
@@ -269,12 +287,17 @@ pub fn canonical_path(raw: &str, cfg: &CanonConfig) -> Result<String, Ambiguity>
     let mut seg = Segment::default();
     // Whether the canonical path ends with `/` (`/a/`, `/a/.`, `/a//`).
     let mut trailing = false;
+    // The segment just finished was empty (`//`).
+    let mut last_empty = false;
     let mut i = 1;
     while i < bytes.len() {
         let b = bytes[i];
         match b {
             b'/' => {
-                finish_segment(std::mem::take(&mut seg), &mut out)?;
+                let s = std::mem::take(&mut seg);
+                let empty = s.text.is_empty() && !s.params;
+                finish_segment(s, &mut out, last_empty)?;
+                last_empty = empty;
                 trailing = true;
                 i += 1;
                 continue;
@@ -310,6 +333,17 @@ pub fn canonical_path(raw: &str, cfg: &CanonConfig) -> Result<String, Ambiguity>
                 }
                 if (v == b'/' || v == b'\\') && !cfg.allow_encoded_slashes {
                     return Err(Ambiguity::EncodedSlash);
+                }
+                // An encoded `;` is data for Tomcat (which cuts parameters before decoding) and
+                // a parameter for servers that decode first: a dot segment before it is always
+                // ambiguous, and so is the `;` itself unless parameters are allowed.
+                if v == b';' && !seg.in_params {
+                    if seg.text == "." || seg.text == ".." {
+                        return Err(Ambiguity::DotSegmentParams);
+                    }
+                    if !cfg.allow_path_params {
+                        return Err(Ambiguity::PathParams);
+                    }
                 }
                 if v == b'%'
                     && bytes.get(i + 3).copied().and_then(hex).is_some()
@@ -354,7 +388,7 @@ pub fn canonical_path(raw: &str, cfg: &CanonConfig) -> Result<String, Ambiguity>
     }
     if !seg.text.is_empty() || seg.params {
         let empty = seg.text.is_empty();
-        trailing = finish_segment(seg, &mut out)? || empty;
+        trailing = finish_segment(seg, &mut out, last_empty)? || empty;
     }
     let mut canon = String::with_capacity(path.len());
     for s in &out {

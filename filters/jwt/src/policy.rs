@@ -18,8 +18,8 @@ use crate::token::{
 use lru::LruCache;
 use meshwall_core::canon::same_header;
 use meshwall_core::{
-    canonical_path, Action, Ambiguity, CalloutResponse, CanonConfig, ConfigError, HeaderOp,
-    Headers, Host, LocalReply, MetricId, Policy, Refusals, Request,
+    canonical_path, Action, CalloutResponse, CanonConfig, ConfigError, HeaderOp, Headers, Host,
+    LocalReply, MetricId, Policy, Refusals, Request,
 };
 use serde_json::{Map, Value};
 use std::cell::RefCell;
@@ -31,26 +31,6 @@ use std::time::Duration;
 /// How often each worker's root context ticks when a provider uses a remote JWKS.
 pub const TICK: Duration = Duration::from_millis(500);
 const MAX_CACHE_SIZE: usize = 100_000;
-
-/// The canonical path the rules match on ([`canonical_path`]), and one more refusal that core
-/// does not make yet: an encoded `;` (`%3B`) is kept there as data, but a backend that decodes
-/// before it cuts `;params` reads `/public/..%3B/admin` as `/public/../admin`. So `%3B` after a
-/// dot segment is always refused (as `..;` is), and elsewhere unless `allow_path_params`.
-pub fn request_path(raw: &str, cfg: &CanonConfig) -> Result<String, Ambiguity> {
-    let canon = canonical_path(raw, cfg)?;
-    for seg in canon.split('/') {
-        let at = seg.find("%3B").or_else(|| seg.find("%3b"));
-        if let Some(head) = at.and_then(|i| seg.get(..i)) {
-            if head == "." || head == ".." {
-                return Err(Ambiguity::DotSegmentParams);
-            }
-            if !cfg.allow_path_params {
-                return Err(Ambiguity::PathParams);
-            }
-        }
-    }
-    Ok(canon)
-}
 
 /// Per-worker LRU of verified tokens: (SHA-256 of the token, provider index) → result.
 type Cache = LruCache<([u8; 32], usize), Rc<Verified>>;
@@ -308,7 +288,7 @@ impl JwtPolicy {
 
     fn decide(&self, req: &Request, host: &dyn Host) -> Action {
         // The one view every rule matches on; an ambiguous request goes no further.
-        let path = match request_path(&req.path, &self.canon) {
+        let path = match canonical_path(&req.path, &self.canon) {
             Ok(p) => p,
             Err(a) => return self.refusals.refuse(&a, host),
         };

@@ -19,7 +19,7 @@ setup:
 # Every policy → target/wasm32-wasip1/release/meshwall_<policy>.wasm (its `module` feature
 # exports it), and the suite → meshwall.wasm (all policies, one module). The suite is built
 # first: it links the policies without their exports.
-POLICIES := headers jwt ratelimit validate
+POLICIES := headers access cors jwt ratelimit validate
 build: setup
 	cargo build --release --target $(WASM_TARGET) -p meshwall-suite
 	cargo build --release --target $(WASM_TARGET) $(foreach p,$(POLICIES),-p meshwall-$(p)) --features module
@@ -36,7 +36,7 @@ test: unit integration
 lint: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --release --target $(WASM_TARGET) --workspace --all-features -- -D warnings
+	cargo clippy --release --target $(WASM_TARGET) --workspace --exclude meshwall-rls --all-features -- -D warnings
 
 run: build
 	@scripts/run

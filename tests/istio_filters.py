@@ -341,9 +341,71 @@ def jwt_credentials(envoy, cfg: dict, mesh: Mesh) -> list:
     _wait_for_jwks(envoy, cfg, mesh)
     return [_bearer(jwt_token(cfg, mesh))]
 
+ACCESS_DETAIL = "access from this client address is not allowed"
+
+
+def access_reply(envoy, cfg: dict, mesh=None):
+    r = envoy.request("GET", "/internal/users", source_ip="127.0.0.2")
+    assert is_problem(r, 403) and r.json()["detail"] == ACCESS_DETAIL, r
+    assert b"127.0.0" not in r.body, "no address in the reply"
+    return r
+
+
+def probe_access(envoy, cfg: dict, mesh=None) -> None:
+    [rule] = [r for r in cfg["rules"] if r["match"].get("prefix") == "/internal/"]
+    assert "127.0.0.1" in rule["allow"] and "127.0.0.2" not in rule["allow"], rule
+    before = prometheus(envoy)
+    assert envoy.request("GET", "/istio/probe", source_ip="127.0.0.2").status == 200
+    assert envoy.request("GET", "/internal/users").status == 200
+    access_reply(envoy, cfg)
+    r = envoy.request("GET", "/internal;x/users", source_ip="127.0.0.2")
+    assert is_problem(r, 400) and r.json()["reason"] == "path_params", r
+    after = prometheus(envoy)
+
+    def delta(m):
+        return after.get(m, 0) - before.get(m, 0)
+
+    assert delta("meshwall_access_allowed") == 2
+    assert delta("meshwall_access_denied_not_allowed") == 1
+    assert delta("meshwall_access_ambiguous_path_params") == 1
+
+
+def _cors_origin(cfg):
+    return next(m["exact"] for m in cfg["default"]["allow_origin_string_match"]
+                if m.get("exact") not in (None, "*", "null"))
+
+
+def _preflight(origin, method="PUT"):
+    return [("Origin", origin), ("Access-Control-Request-Method", method)]
+
+
+def cors_reply(envoy, cfg, mesh=None):
+    origin = _cors_origin(cfg)
+    r = envoy.request("OPTIONS", "/istio/cors-probe", _preflight(origin))
+    assert r.status == 204 and r.header("access-control-allow-origin") == origin, r
+    return r
+
+
+def probe_cors(envoy, cfg, mesh=None):
+    origin, d = _cors_origin(cfg), cfg["default"]
+    r = cors_reply(envoy, cfg)
+    assert r.header("access-control-allow-credentials") == ("true" if d.get("allow_credentials") else None), r
+    assert r.header("access-control-max-age") == str(d["max_age"]), r
+    r = envoy.request("OPTIONS", "/istio/cors-probe", _preflight("https://not-allowed.invalid"))
+    assert not [k for k, _ in r.headers if k.startswith("access-control-")], r
+    wide = [("x-echo-header", "Access-Control-Allow-Origin: *")]
+    r = envoy.request("GET", "/istio/cors-probe", [("Origin", origin)] + wide)
+    assert r.status == 200 and r.header_all("access-control-allow-origin") == [origin], r
+    assert "Origin" in [t.strip() for v in r.header_all("vary") for t in v.split(",")], r
+    r = envoy.request("GET", "/istio/cors-probe", [("Origin", "https://not-allowed.invalid")] + wide)
+    assert r.header("access-control-allow-origin") is None, r
+
+
 FILTERS: dict[str, FilterCase] = {
     "headers": FilterCase(probe=probe_headers),
     "jwt": FilterCase(probe=probe_jwt, local_reply=jwt_reply, mesh=jwt_mesh, credentials=jwt_credentials),
     "ratelimit": FilterCase(probe=probe_ratelimit, local_reply=ratelimit_reply),
     "validate": FilterCase(probe=probe_validate, local_reply=validate_reply),
+    "access": FilterCase(probe=probe_access, local_reply=access_reply),
+    "cors": FilterCase(probe=probe_cors, local_reply=cors_reply),
 }

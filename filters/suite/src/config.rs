@@ -1,5 +1,7 @@
 //! The suite's configuration: one optional section per policy, each the policy's own JSON.
 
+use meshwall_access::config::AccessConfig;
+use meshwall_cors::config::CorsConfig;
 use meshwall_headers::config::HeadersConfig;
 use meshwall_jwt::config::JwtConfig;
 use meshwall_ratelimit::config::RateLimitConfig;
@@ -11,6 +13,10 @@ use serde::Deserialize;
 pub struct SuiteConfig {
     #[serde(default)]
     pub headers: Option<HeadersConfig>,
+    #[serde(default)]
+    pub access: Option<AccessConfig>,
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
     #[serde(default)]
     pub jwt: Option<JwtConfig>,
     #[serde(default)]

@@ -1,39 +1,57 @@
-//! The suite policy: the four policies chained in their documented order.
+//! The suite policy: every policy chained in its documented order.
 
 use crate::config::SuiteConfig;
+use meshwall_access::AccessPolicy;
 use meshwall_core::{
     Action, Body, CalloutResponse, Chain, ConfigError, HeaderOp, Headers, Host, Policy, Request,
     Response,
 };
+use meshwall_cors::CorsPolicy;
 use meshwall_headers::HeadersPolicy;
 use meshwall_jwt::JwtPolicy;
 use meshwall_ratelimit::RateLimitPolicy;
 use meshwall_validate::ValidatePolicy;
 use std::time::Duration;
 
-/// headers → jwt → ratelimit → validate on requests; the reverse on responses.
-type Policies = Chain<HeadersPolicy, Chain<JwtPolicy, Chain<RateLimitPolicy, ValidatePolicy>>>;
+/// Requests: headers (request cleanup) → access → cors → jwt → ratelimit → validate; responses
+/// the other way, so headers cleans every response, local replies included, last.
+type Policies = Chain<
+    HeadersPolicy,
+    Chain<
+        AccessPolicy,
+        Chain<CorsPolicy, Chain<JwtPolicy, Chain<RateLimitPolicy, ValidatePolicy>>>,
+    >,
+>;
+
+/// The order of the sections, as requests meet them.
+pub const ORDER: &[&str] = &["headers", "access", "cors", "jwt", "ratelimit", "validate"];
 
 pub struct SuitePolicy {
     chain: Policies,
+    enabled: Vec<&'static str>,
 }
 
 impl SuitePolicy {
     /// Which policies are on, in request order.
-    pub fn enabled(&self) -> Vec<&'static str> {
-        let c = &self.chain;
-        let jrv = c.second.as_ref();
-        let rv = jrv.and_then(|x| x.second.as_ref());
-        [
-            c.first.is_some().then_some("headers"),
-            jrv.is_some_and(|x| x.first.is_some()).then_some("jwt"),
-            rv.is_some_and(|x| x.first.is_some()).then_some("ratelimit"),
-            rv.is_some_and(|x| x.second.is_some()).then_some("validate"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+    pub fn enabled(&self) -> &[&'static str] {
+        &self.enabled
     }
+}
+
+/// Checks that need two sections at once.
+fn check_together(c: &SuiteConfig) -> Result<(), ConfigError> {
+    if let (Some(_), Some(jwt)) = (&c.cors, &c.jwt) {
+        if jwt.bypass_cors_preflight {
+            // cors answers the preflights it allows before jwt sees them; with the bypass on,
+            // jwt would also let through the ones cors does not allow.
+            return Err(ConfigError::new(
+                "jwt.bypass_cors_preflight",
+                "not with a `cors` section: cors answers the preflights it allows before jwt, \
+                 and the others must not pass without a token",
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Policy for SuitePolicy {
@@ -42,15 +60,32 @@ impl Policy for SuitePolicy {
     const NAME: &'static str = "suite";
 
     fn new(c: SuiteConfig, host: &dyn Host) -> Result<Self, ConfigError> {
+        check_together(&c)?;
+        let present = [
+            c.headers.is_some(),
+            c.access.is_some(),
+            c.cors.is_some(),
+            c.jwt.is_some(),
+            c.ratelimit.is_some(),
+            c.validate.is_some(),
+        ];
+        let enabled = ORDER
+            .iter()
+            .zip(present)
+            .filter_map(|(name, on)| on.then_some(*name))
+            .collect();
         let chain = Policies::new(
-            (c.headers, Some((c.jwt, Some((c.ratelimit, c.validate))))),
+            (
+                c.headers,
+                Some((
+                    c.access,
+                    Some((c.cors, Some((c.jwt, Some((c.ratelimit, c.validate)))))),
+                )),
+            ),
             host,
         )?;
-        let suite = SuitePolicy { chain };
-        log::info!(
-            "meshwall.suite: policies on: {}",
-            suite.enabled().join(", ")
-        );
+        let suite = SuitePolicy { chain, enabled };
+        log::info!("meshwall.suite: policies on: {}", suite.enabled.join(", "));
         Ok(suite)
     }
 

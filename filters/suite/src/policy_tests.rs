@@ -86,6 +86,11 @@ fn get(p: &SuitePolicy, host: &MemHost, headers: &[(&str, &str)]) -> Sent {
 fn every_policy_runs_in_one_pass() {
     let (p, host) = suite(&config());
     assert_eq!(p.enabled(), ["headers", "jwt", "ratelimit", "validate"]);
+    assert_eq!(
+        super::ORDER.len(),
+        6,
+        "every section has its place in the order"
+    );
     let auth = format!("Bearer {}", token("alice"));
     let s = get(
         &p,
@@ -203,10 +208,76 @@ fn sections_are_optional_and_errors_name_the_section() {
             "{cfg}: {e}"
         );
     }
+    // Two sections that do not go together.
+    let both = json!({"cors": {"default": {"allow_origin_string_match": [{"exact": "https://app.example"}]}},
+        "jwt": {"providers": {}, "bypass_cors_preflight": true}});
+    let c: SuiteConfig = parse_config(both.to_string().as_bytes()).unwrap();
+    let e = SuitePolicy::new(c, &MemHost::new()).err().unwrap();
+    assert_eq!(e.field, "jwt.bypass_cors_preflight");
     // Errors from a policy's own checks name its section too.
     let bad = json!({"ratelimit": {"rules": [{"name": "x", "key": [{"generic_key": {"descriptor_value": "a"}}],
         "token_bucket": {"max_tokens": 0, "fill_interval": "1s"}}]}});
     let c: SuiteConfig = parse_config(bad.to_string().as_bytes()).unwrap();
     let e = SuitePolicy::new(c, &MemHost::new()).err().unwrap();
     assert!(e.field.starts_with("ratelimit.rules[0]"), "{e}");
+}
+
+#[test]
+fn access_and_cors_decide_before_any_token_is_checked() {
+    let mut cfg = config();
+    cfg["access"] = json!({"deny": ["203.0.113.0/24"]});
+    cfg["cors"] = json!({"default": {"allow_origin_string_match": [{"exact": "https://app.example"}],
+        "allow_methods": "GET,POST", "allow_headers": "authorization,content-type"}});
+    let (p, host) = suite(&cfg);
+    assert_eq!(
+        p.enabled(),
+        ["headers", "access", "cors", "jwt", "ratelimit", "validate"]
+    );
+    let from = |ip: &str, method: &str, headers: &[(&str, &str)]| {
+        let req = Request {
+            client_ip: Some(ip.into()),
+            ..Request::new(method, "/pets", headers)
+        };
+        send(&p, &host, &req, None, None, &ok())
+    };
+    let denied = from("203.0.113.9", "GET", &[]);
+    assert_eq!(
+        denied.status, 403,
+        "access turns the address away before jwt asks for a token"
+    );
+    assert_eq!(denied.header("x-content-type-options"), Some("nosniff"));
+    let preflight = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "POST"),
+    ];
+    let s = from("198.51.100.1", "OPTIONS", &preflight);
+    assert_eq!(
+        s.status, 204,
+        "cors answers an allowed preflight without a token"
+    );
+    assert_eq!(
+        s.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert!(s.upstream.is_none());
+    let other = [
+        ("origin", "https://evil.example"),
+        ("access-control-request-method", "POST"),
+    ];
+    assert_eq!(
+        from("198.51.100.1", "OPTIONS", &other).status,
+        401,
+        "a disallowed preflight needs a token"
+    );
+    let auth = format!("Bearer {}", token("alice"));
+    let s = from(
+        "198.51.100.1",
+        "GET",
+        &[("authorization", &auth), ("origin", "https://app.example")],
+    );
+    assert_eq!(s.status, 200);
+    assert_eq!(
+        s.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
 }

@@ -24,7 +24,7 @@
 
 use crate::compile::{self, Allow, Compiled, DenyReason, Metrics};
 use crate::config::AccessConfig;
-use meshwall_core::client::{client_ip, parse_ip};
+use meshwall_core::client::client_ip;
 use meshwall_core::{
     canonical_path, Action, Ambiguity, CanonConfig, ConfigError, Host, LocalReply, Policy,
     Refusals, Request,
@@ -64,24 +64,7 @@ impl AccessPolicy {
     /// The client address the lists are checked against (see the module documentation);
     /// `Ok(None)`: unknown.
     pub fn client_address(&self, req: &Request) -> Result<Option<IpAddr>, Ambiguity> {
-        let hops = self.cfg.trusted_hops;
-        if hops == 0 {
-            return Ok(client_ip(req, 0));
-        }
-        req.headers.check_spellings(["x-forwarded-for"])?;
-        let entries: Vec<&str> = req
-            .headers
-            .get_all("x-forwarded-for")
-            .flat_map(|v| v.split(','))
-            .collect();
-        let trusted = usize::try_from(hops)
-            .ok()
-            .and_then(|h| entries.len().checked_sub(h))
-            .and_then(|i| entries.get(i));
-        if trusted.is_some_and(|e| parse_ip(e).is_none()) {
-            return Ok(None);
-        }
-        Ok(client_ip(req, hops))
+        client_ip(req, self.cfg.trusted_hops)
     }
 
     /// The verdict for `req`, or why the request is ambiguous (a pure function of the request

@@ -2,6 +2,7 @@
 //! (ratelimit's `remote_address`, access control): the downstream peer, or an entry of
 //! `x-forwarded-for` when trusted proxies stand in front of Envoy.
 
+use crate::canon::Ambiguity;
 use crate::http::{client_ip_from_address, Request};
 use std::net::IpAddr;
 
@@ -25,26 +26,25 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
 
 /// The client address: with `xff_num_trusted_hops` = N > 0, the entry N places from the right
 /// of `x-forwarded-for` (all its headers, in order: Envoy with `use_remote_address: true`
-/// counts as one of the N); the downstream peer when N = 0 or the header has too few entries
-/// or that entry is not an address.
-pub fn client_ip(req: &Request, xff_num_trusted_hops: u32) -> Option<IpAddr> {
+/// counts as one of the N); the downstream peer when N = 0 or the header has fewer entries.
+///
+/// With N > 0, `x-forwarded-for` in another spelling (`x_forwarded_for`, which CGI-style
+/// backends read into the same list) is ambiguous, and a trusted entry that is not an address
+/// means the client is unknown (`None`: never the peer, which is then the proxy).
+pub fn client_ip(req: &Request, xff_num_trusted_hops: u32) -> Result<Option<IpAddr>, Ambiguity> {
     let hops = usize::try_from(xff_num_trusted_hops).unwrap_or(usize::MAX);
     if hops > 0 {
+        req.headers.check_spellings(["x-forwarded-for"])?;
         let entries: Vec<&str> = req
             .headers
             .get_all("x-forwarded-for")
             .flat_map(|v| v.split(','))
             .collect();
-        if let Some(ip) = entries
-            .len()
-            .checked_sub(hops)
-            .and_then(|i| entries.get(i))
-            .and_then(|e| parse_ip(e))
-        {
-            return Some(ip);
+        if let Some(entry) = entries.len().checked_sub(hops).and_then(|i| entries.get(i)) {
+            return Ok(parse_ip(entry));
         }
     }
-    req.client_ip.as_deref().and_then(parse_ip)
+    Ok(req.client_ip.as_deref().and_then(parse_ip))
 }
 
 #[cfg(test)]
@@ -61,29 +61,48 @@ mod tests {
 
     #[test]
     fn the_peer_without_trusted_hops() {
-        assert_eq!(
-            client_ip(&req("10.0.0.1", &["1.2.3.4"]), 0),
-            parse_ip("10.0.0.1")
-        );
-        assert_eq!(
-            client_ip(&req("::ffff:10.0.0.1", &[]), 0),
-            parse_ip("10.0.0.1")
-        );
+        let ok = |s| Ok(parse_ip(s));
+        assert_eq!(client_ip(&req("10.0.0.1", &["1.2.3.4"]), 0), ok("10.0.0.1"));
+        assert_eq!(client_ip(&req("::ffff:10.0.0.1", &[]), 0), ok("10.0.0.1"));
     }
 
     #[test]
     fn trusted_hops_count_from_the_right_across_headers() {
+        let ok = |s| Ok(parse_ip(s));
         let r = req("10.0.0.9", &["6.6.6.6, 1.2.3.4", "10.0.0.2"]);
-        assert_eq!(client_ip(&r, 1), parse_ip("10.0.0.2"));
-        assert_eq!(client_ip(&r, 2), parse_ip("1.2.3.4"));
-        assert_eq!(client_ip(&r, 3), parse_ip("6.6.6.6"));
+        assert_eq!(client_ip(&r, 1), ok("10.0.0.2"));
+        assert_eq!(client_ip(&r, 2), ok("1.2.3.4"));
+        assert_eq!(client_ip(&r, 3), ok("6.6.6.6"));
         assert_eq!(
             client_ip(&r, 4),
-            parse_ip("10.0.0.9"),
+            ok("10.0.0.9"),
             "too few entries: the peer"
         );
         let junk = req("10.0.0.9", &["not-an-ip"]);
-        assert_eq!(client_ip(&junk, 1), parse_ip("10.0.0.9"));
+        assert_eq!(
+            client_ip(&junk, 1),
+            Ok(None),
+            "a trusted entry that is no address: unknown"
+        );
+    }
+
+    #[test]
+    fn another_spelling_of_the_trusted_header_is_ambiguous() {
+        let headers = [
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x_forwarded_for", "6.6.6.6"),
+        ];
+        let r = Request {
+            client_ip: Some("10.0.0.9".into()),
+            ..Request::new("GET", "/", &headers)
+        };
+        let spelling = Ambiguity::HeaderSpelling("x-forwarded-for".into());
+        assert_eq!(client_ip(&r, 1), Err(spelling));
+        assert_eq!(
+            client_ip(&r, 0),
+            Ok(parse_ip("10.0.0.9")),
+            "not read without trusted hops"
+        );
     }
 
     #[test]

@@ -44,11 +44,7 @@ impl RateLimitPolicy {
     /// `x-forwarded-for`, which must then not be present in another spelling: a CGI-style
     /// backend reads `x_forwarded_for` into the same list).
     fn client_ip(&self, req: &Request) -> Result<Option<IpAddr>, Ambiguity> {
-        let hops = self.client_ip.xff_num_trusted_hops;
-        if hops > 0 {
-            req.headers.check_spellings(["x-forwarded-for"])?;
-        }
-        Ok(client_ip(req, hops))
+        client_ip(req, self.client_ip.xff_num_trusted_hops)
     }
 
     fn ip_bytes(&self, ip: IpAddr) -> Vec<u8> {

@@ -310,3 +310,194 @@ def test_bad_config_is_refused(value, needle):
     with harness.Envoy(with_config(value), expect_fail=True) as e:
         assert e.exit_code not in (None, 0)
         assert needle in e.log_text()
+
+
+# -- the canonical request view ------------------------------------------------------
+# Every request below goes through the real Envoy over HTTP/1.1 with its target exactly as
+# written (http.client does not normalise). A refusal is a local problem+json reply: nothing
+# of the request reaches the echo upstream (its replies are application/json).
+
+def refused(r, reason=None):
+    """The filter answered 400 itself, with `reason` when given (an ambiguity refusal)."""
+    if r.status != 400 or r.header("content-type") != "application/problem+json":
+        return False
+    return reason is None or r.json().get("reason") == reason
+
+
+def reached_backend(r):
+    return r.status == 200 and r.header("content-type") == "application/json"
+
+
+@pytest.mark.parametrize("query", [
+    "limit[]=500", "limit[0]=500", "limit[x]=500", "limit[a][b]=500", "limit%5B%5D=500",
+    "limit=5&limit=500", "limit=5&limit=5", "Limit=500", "LIMIT=5", "x=1;limit=500",
+    "limit=5;x=1", "tags=cat&tags=dog", "tags[]=cat",
+])
+def test_query_forms_backends_read_differently_are_refused(envoy, query):
+    # `limit=500` is refused (maximum 100); no other spelling of it may pass.
+    assert errors(envoy.request("GET", "/v1/pets?limit=500")) == [("query", "#/query/limit", "maximum")]
+    r = envoy.request("GET", f"/v1/pets?{query}")
+    assert refused(r, "repeated_param"), (query, r)
+
+
+def test_php_spellings_of_a_declared_name_are_refused(envoy):
+    body = {"petId": 1, "quantity": 1}
+    assert errors(post(envoy, "/v1/orders?dry_run=maybe", body)) == [("query", "#/query/dry_run", "type")]
+    for q in ["dry.run=maybe", "dry%20run=maybe", "%20dry_run=maybe", "DRY_RUN=maybe"]:
+        assert refused(post(envoy, f"/v1/orders?{q}", body), "repeated_param"), q
+    assert reached_backend(post(envoy, "/v1/orders?dry_run=true&ids=1|2", body))
+
+
+def test_repeated_header_and_cookie_parameters_are_refused(envoy):
+    rid = "0b6f3a52-7a55-4f5e-9a3e-2f1b7c1d9e10"
+    # Envoy joins a repeated X-Request-Id into one list value, which is what is validated.
+    r = envoy.request("GET", "/v1/pets", [("X-Request-Id", rid), ("X-Request-Id", rid)])
+    assert errors(r) == [("header", "#/header/x-request-id", "format")], r
+    r = envoy.request("GET", "/v1/pets/mine", {"Cookie": "session=abcdefgh; session=x"})
+    assert refused(r, "repeated_cookie"), r
+    r = envoy.request("GET", "/v1/pets/mine", [("Cookie", "session=x"), ("Cookie", "session=abcdefgh")])
+    assert refused(r, "repeated_cookie"), r
+    # A header name with `_` is refused by Envoy itself in the shipped example.
+    r = envoy.request("GET", "/v1/pets", {"X_Request_Id": "not-a-uuid"})
+    assert r.status == 400 and not reached_backend(r), r
+
+
+@pytest.mark.parametrize("path,want", [
+    ("/v1/pets/?limit=500", ("query", "#/query/limit", "maximum")),
+    ("/v1/./pets?limit=500", ("query", "#/query/limit", "maximum")),
+    ("/v1/pets/42/", None),
+    ("/v1/%70ets?limit=500", ("query", "#/query/limit", "maximum")),
+])
+def test_routing_is_on_the_canonical_path(envoy, path, want):
+    r = envoy.request("GET", path)
+    if want is None:
+        assert reached_backend(r), r
+    else:
+        assert errors(r) == [want], (path, r)
+
+
+@pytest.mark.parametrize("path,reason", [
+    ("/v1/pets/7;x=1", "path_params"),
+    ("/v1/pets;jsessionid=1?limit=500", "path_params"),
+    ("/v1/pets/..;/mine", None),
+])
+def test_ambiguous_paths_are_refused(envoy, path, reason):
+    r = envoy.request("GET", path)
+    if reason is None:
+        # Envoy's normalisation changes it into no API path: refused with 404.
+        assert r.status in (400, 404) and not reached_backend(r), (path, r)
+    else:
+        assert refused(r, reason), (path, r)
+
+
+def test_integers_are_checked_exactly(envoy):
+    assert reached_backend(envoy.request("GET", "/v1/pets/9223372036854775807"))
+    for path in ["/v1/pets/9223372036854775808", "/v1/pets/99999999999999999999999"]:
+        assert errors(envoy.request("GET", path)) == [("path", "#/path/petId", "format")], path
+    # An integer beyond 64 bits is still an integer where no format bounds it.
+    assert reached_backend(post(envoy, "/v1/orders", b'{"petId": 99999999999999999999999, "quantity": 1}'))
+    r = post(envoy, "/v1/pets", b'{"name": "a", "age": 50.00000000000000000001}')
+    assert errors(r) == [("body", "/age", "type")], r
+    assert reached_backend(post(envoy, "/v1/pets", b'{"name": "a", "age": 50.0}'))
+
+
+def test_bodies_on_operations_without_request_body_are_refused(envoy):
+    r = envoy.request("DELETE", "/v1/pets/7", JSON, b'{"a": 1, "a": 2}')
+    assert errors(r) == [("body", "", "unexpectedBody")], r
+    deep = b"[" * 5000 + b"]" * 5000
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(deep), deep)
+    r = envoy.request("GET", "/v1/pets", {**JSON, "Transfer-Encoding": "chunked"}, chunked)
+    assert errors(r) == [("body", "", "unexpectedBody")], r
+    # An empty chunked body is no body.
+    r = envoy.request("GET", "/v1/pets", {"Transfer-Encoding": "chunked"}, b"0\r\n\r\n")
+    assert reached_backend(r), r
+    assert reached_backend(envoy.request("DELETE", "/v1/pets/7", {"Content-Length": "0"}, b""))
+
+
+CANON_SPEC = {
+    "openapi": "3.1.0", "info": {"title": "canon", "version": "1"},
+    "paths": {
+        "/users/{name}": {"get": {"parameters": [
+            {"name": "name", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": "^[A-Z][A-Za-z ]*$"}}],
+            "responses": {"200": {"description": "ok"}}}},
+        "/things": {
+            "get": {"parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 100}},
+                {"name": "x-trace", "in": "header", "schema": {"type": "string", "maxLength": 4}}],
+                "responses": {"200": {"description": "ok"}}},
+            "post": {"requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "properties": {
+                    "n": {"type": "integer", "format": "int64"},
+                    "big": {"type": "integer", "maximum": 9223372036854775807}}}}}},
+                "responses": {"201": {"description": "ok"}}}}}}
+
+
+def envoy_path_defaults(cfg):
+    """Leaves path and header-name handling at Envoy's defaults (no normalisation, `%2F` and
+    `_` in header names passed on): the filter must refuse ambiguity on its own."""
+    def visit(d):
+        tc = d.get("typed_config")
+        if isinstance(tc, dict) and tc.get("@type", "").endswith("HttpConnectionManager"):
+            for k in ("normalize_path", "merge_slashes", "path_with_escaped_slashes_action"):
+                tc.pop(k, None)
+            tc.get("common_http_protocol_options", {}).pop("headers_with_underscores_action", None)
+    harness._walk(cfg, visit)
+    return cfg
+
+
+def test_the_filter_alone_refuses_ambiguity(start_envoy):
+    e = start_envoy(envoy_path_defaults(with_config({"spec": CANON_SPEC})), concurrency=1)
+    r = e.request("GET", "/users/Alice%20Smith")
+    assert reached_backend(r), r
+    assert r.json()["path"] == "/users/Alice%20Smith", "the backend gets the path as sent"
+    assert errors(e.request("GET", "/users/alice")) == [("path", "#/path/name", "pattern")]
+    for path in ["/things?limit=500", "//things?limit=500", "/x/../things?limit=500",
+                 "/./things/?limit=500", "/%74hings?limit=500"]:
+        assert errors(e.request("GET", path)) == [("query", "#/query/limit", "maximum")], path
+    for path, reason in [("/users/A%2Fb", "path_encoded_slash"), ("/users/A%5Cb", "path_encoded_slash"),
+                         ("/users/..;/things", "path_dot_segment_params"), ("/users/A;b", "path_params"),
+                         ("/users/%2e%2e/things", "path_encoded_dot_segment"),
+                         ("/users/A%00", "path_encoded_control"), ("/users/A%2541", "path_double_encoding"),
+                         ("/users/A\\..\\things", "path_backslash")]:
+        assert refused(e.request("GET", path), reason), path
+    r = e.request("GET", "/things", {"x_trace": "much-too-long"})
+    assert refused(r, "header_spelling"), r
+    r = e.request("GET", "/things", [("x-trace", "ok"), ("x_trace", "much-too-long")])
+    assert refused(r, "header_spelling"), r
+    r = e.request("GET", "/things", [("x-trace", "ok"), ("x-trace", "much-too-long")])
+    assert refused(r, "repeated_header"), r
+    r = e.request("GET", "/things?limit[]=500")
+    assert refused(r, "repeated_param"), r
+    assert e.stat("meshwall.validate.ambiguous.header_spelling") == 2
+    for body, want in [(b'{"n": 9223372036854775807}', None),
+                       (b'{"n": 9223372036854775808}', ("body", "/n", "format")),
+                       (b'{"n": -9223372036854775809}', ("body", "/n", "format")),
+                       (b'{"n": 9223372036854775807.0}', None),
+                       (b'{"big": 9223372036854775808}', ("body", "/big", "maximum"))]:
+        r = e.request("POST", "/things", JSON, body)
+        if want is None:
+            assert reached_backend(r), (body, r)
+        else:
+            assert errors(r) == [want], (body, r)
+
+
+def test_case_and_trailing_slash_options(start_envoy):
+    e = start_envoy(with_config({"spec": CANON_SPEC, "canonical": {
+        "case_insensitive_paths": True, "trailing_slash_insensitive": False}}), concurrency=1)
+    assert errors(e.request("GET", "/THINGS?limit=500")) == [("query", "#/query/limit", "maximum")]
+    assert reached_backend(e.request("GET", "/USERS/Alice")), "values keep their case"
+    assert errors(e.request("GET", "/Users/alice")) == [("path", "#/path/name", "pattern")]
+    assert e.request("GET", "/things/?limit=500").status == 404
+
+
+def test_unexpected_body_scan_and_pass(start_envoy):
+    e = start_envoy(with_config({"spec": CANON_SPEC, "unexpected_body": "scan"}), concurrency=1)
+    r = e.request("GET", "/things", JSON, b'{"a": 1, "a": 2}')
+    assert errors(r) == [("body", "/a", "duplicateName")], r
+    r = e.request("GET", "/things", {}, b"[" * 5000 + b"]" * 5000)
+    assert errors(r)[0][2] == "maxDepth", r
+    r = e.request("GET", "/things", {"content-type": "text/plain"}, b"[[[[")
+    assert reached_backend(r) and r.json()["body"] == "[[[[", r
+    e = start_envoy(with_config({"spec": CANON_SPEC, "unexpected_body": "pass"}), concurrency=1)
+    assert reached_backend(e.request("GET", "/things", JSON, b'{"a": 1, "a": 2}'))

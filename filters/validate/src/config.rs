@@ -1,8 +1,22 @@
 //! Configuration of the `validate` filter. Every field is optional; `docs/validate.md` is the
 //! reference.
 
+use meshwall_core::CanonConfig;
 use serde::Deserialize;
 use serde_json::Value;
+
+/// What to do with a request body sent to an operation that declares no `requestBody`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnexpectedBody {
+    /// 400 (keyword `unexpectedBody`): the backend would read a body nothing has checked.
+    #[default]
+    Reject,
+    /// JSON bodies get the JSON threat scan; other bodies pass.
+    Scan,
+    /// Every body passes unchecked.
+    Pass,
+}
 
 /// What to do with a request that breaks a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -73,6 +87,11 @@ pub struct ValidateConfig {
     pub spec: Option<Value>,
     /// Base path stripped before matching (overrides the paths of `servers`).
     pub base_path: Option<String>,
+    /// How request paths are read: what is refused as ambiguous, and how paths compare
+    /// (trailing slash, case, `HEAD` as `GET`).
+    pub canonical: CanonConfig,
+    /// A body on an operation without `requestBody`: `reject`, `scan` or `pass`.
+    pub unexpected_body: UnexpectedBody,
     /// `enforce` or `report_only`.
     pub mode: Mode,
     /// Request path not in the spec (404).
@@ -101,6 +120,8 @@ impl Default for ValidateConfig {
         ValidateConfig {
             spec: None,
             base_path: None,
+            canonical: CanonConfig::default(),
+            unexpected_body: UnexpectedBody::Reject,
             mode: Mode::Enforce,
             unknown_path: OnViolation::Reject,
             unknown_method: OnViolation::Reject,

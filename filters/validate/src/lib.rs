@@ -2,6 +2,8 @@
 //! (routing, parameters, JSON bodies) and applies JSON threat protection limits.
 
 pub mod config;
+pub mod media;
+pub mod numbers;
 pub mod params;
 pub mod policy;
 pub mod router;

@@ -1,63 +1,32 @@
 //! Parameter extraction (path, query, header, cookie), `style`/`explode` deserialization and
 //! coercion of the text to the JSON types the schema asks for.
 
+pub mod ambiguity;
+
+use crate::numbers::{Decimal, Literals};
 use crate::schema::{CompiledSchemas, Violation};
 use crate::spec::{Location, Param, Shape, Style, Types};
+use meshwall_core::http::cookie_pairs;
 use meshwall_core::Request;
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 
-/// Decodes one `application/x-www-form-urlencoded` component (`+` is a space).
-fn form_decode(s: &str) -> String {
-    let plus = s.replace('+', " ");
-    percent_decode_str(&plus).decode_utf8_lossy().into_owned()
-}
-
-/// `(name, value)` pairs of a query string, decoded.
-pub fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (form_decode(k), form_decode(v)),
-            None => (form_decode(p), String::new()),
-        })
-        .collect()
-}
-
-/// `(name, value)` pairs of every `Cookie` header.
-pub fn parse_cookies(req: &Request) -> Vec<(String, String)> {
-    req.headers
-        .get_all("cookie")
-        .flat_map(|h| h.split(';'))
-        .filter_map(|c| {
-            let (k, v) = c.trim().split_once('=')?;
-            Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
-        })
-        .collect()
-}
-
 /// Text → JSON value of one of the allowed types; stays a string when nothing fits (the
-/// schema then reports the type error).
-pub fn coerce(s: &str, t: Types) -> Value {
-    if t.integer {
-        if let Ok(i) = s.parse::<i64>() {
-            return Value::from(i);
+/// schema then reports the type error). Integers of any size are integers; numbers are
+/// exact or get the stand-in of [`Literals::check`] (one that cannot be checked exactly
+/// stays a string).
+pub fn coerce(s: &str, t: Types, lits: &Literals) -> Value {
+    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let integer_text = !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit());
+    if t.integer && integer_text {
+        if let Some(v) = lits.value(s) {
+            return v;
         }
     }
-    if t.number {
-        if let Ok(f) = s.parse::<f64>() {
-            let numeric = s
-                .bytes()
-                .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
-            if numeric && f.is_finite() {
-                if let Ok(i) = s.parse::<i64>() {
-                    return Value::from(i);
-                }
-                if let Some(n) = serde_json::Number::from_f64(f) {
-                    return Value::Number(n);
-                }
-            }
+    if t.number && Decimal::parse(s).is_some() {
+        if let Some(v) = lits.value(s) {
+            return v;
         }
     }
     if t.boolean && (s == "true" || s == "false") {
@@ -85,17 +54,22 @@ fn prop_types(props: &[(String, Types)], name: &str) -> Types {
 }
 
 /// Object from `k,v,k,v` or from `k=v` items.
-fn object_from_items(items: &[String], pairs_with_eq: bool, props: &[(String, Types)]) -> Value {
+fn object_from_items(
+    items: &[String],
+    pairs_with_eq: bool,
+    props: &[(String, Types)],
+    lits: &Literals,
+) -> Value {
     let mut m = Map::new();
     if pairs_with_eq {
         for it in items {
             let (k, v) = it.split_once('=').unwrap_or((it.as_str(), ""));
-            m.insert(k.to_string(), coerce(v, prop_types(props, k)));
+            m.insert(k.to_string(), coerce(v, prop_types(props, k), lits));
         }
     } else {
         for pair in items.chunks(2) {
             if let [k, v] = pair {
-                m.insert(k.clone(), coerce(v, prop_types(props, k)));
+                m.insert(k.clone(), coerce(v, prop_types(props, k), lits));
             } else if let [k] = pair {
                 m.insert(k.clone(), Value::String(String::new()));
             }
@@ -104,8 +78,22 @@ fn object_from_items(items: &[String], pairs_with_eq: bool, props: &[(String, Ty
     Value::Object(m)
 }
 
+/// A parameter holding JSON (`content: {application/json: …}`): the threat scan with the
+/// default limits, numbers exact as in bodies.
+fn json_value(text: &str, lits: &Literals) -> Result<Value, &'static str> {
+    let stand_ins = crate::threat::scan_numbers(
+        text.as_bytes(),
+        &crate::config::JsonLimits::default(),
+        Some(lits),
+    )
+    .map_err(|_| "value is not valid JSON or exceeds the JSON limits")?;
+    let mut v: Value = serde_json::from_str(text).map_err(|_| "value is not valid JSON")?;
+    crate::numbers::apply(&mut v, &stand_ins);
+    Ok(v)
+}
+
 /// Deserializes one serialized value (`raw`, already taken out of its location) per style.
-fn deserialize(p: &Param, raw: &str) -> Result<Value, &'static str> {
+fn deserialize(p: &Param, raw: &str, lits: &Literals) -> Result<Value, &'static str> {
     // Strip label/matrix prefixes first.
     let (body, sep) = match p.style {
         Style::Label => {
@@ -125,9 +113,9 @@ fn deserialize(p: &Param, raw: &str) -> Result<Value, &'static str> {
                 let rep = format!(";{}=", p.name);
                 return Ok(match &p.shape {
                     Shape::Array(t) => {
-                        Value::Array(b.split(rep.as_str()).map(|x| coerce(x, *t)).collect())
+                        Value::Array(b.split(rep.as_str()).map(|x| coerce(x, *t, lits)).collect())
                     }
-                    Shape::Primitive(t) => coerce(b, *t),
+                    Shape::Primitive(t) => coerce(b, *t, lits),
                     _ => Value::String(b.to_string()),
                 });
             }
@@ -138,23 +126,27 @@ fn deserialize(p: &Param, raw: &str) -> Result<Value, &'static str> {
         _ => (raw.to_string(), ','),
     };
     Ok(match &p.shape {
-        Shape::Primitive(t) => coerce(&body, *t),
+        Shape::Primitive(t) => coerce(&body, *t, lits),
         Shape::Array(t) => Value::Array(
             split_list(&body, sep)
                 .iter()
-                .map(|x| coerce(x.trim_matches(' '), *t))
+                .map(|x| coerce(x.trim_matches(' '), *t, lits))
                 .collect(),
         ),
         Shape::Object(props) => {
             let items = split_list(&body, sep);
-            object_from_items(&items, p.explode && p.style != Style::Form, props)
+            object_from_items(&items, p.explode && p.style != Style::Form, props, lits)
         }
-        Shape::Json => serde_json::from_str(&body).map_err(|_| "value is not valid JSON")?,
+        Shape::Json => json_value(&body, lits)?,
     })
 }
 
 /// Reads a query parameter; `None` when absent.
-fn query_value(p: &Param, query: &[(String, String)]) -> Result<Option<Value>, &'static str> {
+fn query_value(
+    p: &Param,
+    query: &[(String, String)],
+    lits: &Literals,
+) -> Result<Option<Value>, &'static str> {
     if p.style == Style::DeepObject {
         let prefix = format!("{}[", p.name);
         let props = if let Shape::Object(props) = &p.shape {
@@ -168,7 +160,7 @@ fn query_value(p: &Param, query: &[(String, String)]) -> Result<Option<Value>, &
                 .strip_prefix(prefix.as_str())
                 .and_then(|r| r.strip_suffix(']'))
             {
-                m.insert(inner.to_string(), coerce(v, prop_types(props, inner)));
+                m.insert(inner.to_string(), coerce(v, prop_types(props, inner), lits));
             }
         }
         return Ok(if m.is_empty() {
@@ -182,7 +174,7 @@ fn query_value(p: &Param, query: &[(String, String)]) -> Result<Option<Value>, &
         let mut m = Map::new();
         for (k, v) in query {
             if props.iter().any(|(n, _)| n == k) {
-                m.insert(k.clone(), coerce(v, prop_types(props, k)));
+                m.insert(k.clone(), coerce(v, prop_types(props, k), lits));
             }
         }
         return Ok(if m.is_empty() {
@@ -201,13 +193,13 @@ fn query_value(p: &Param, query: &[(String, String)]) -> Result<Option<Value>, &
     }
     if let (Shape::Array(t), true) = (&p.shape, p.explode) {
         return Ok(Some(Value::Array(
-            values.iter().map(|v| coerce(v, *t)).collect(),
+            values.iter().map(|v| coerce(v, *t, lits)).collect(),
         )));
     }
     if values.len() > 1 {
         return Err("parameter must not be repeated");
     }
-    deserialize(p, values.first().copied().unwrap_or_default()).map(Some)
+    deserialize(p, values.first().copied().unwrap_or_default(), lits).map(Some)
 }
 
 /// Names a query parameter declared by `params` would use.
@@ -219,43 +211,46 @@ fn declared_query(params: &[&Param], name: &str) -> bool {
     })
 }
 
-/// Validates every parameter of an operation; appends violations.
+/// Validates every parameter of an operation; appends violations. `query` is the query
+/// string read with `meshwall_core::http::query_pairs` (what [`ambiguity::check`] saw).
+#[allow(clippy::too_many_arguments)]
 pub fn check(
     params: &[Param],
     path_values: &[(String, String)],
     req: &Request,
+    query: &[(String, String)],
     schemas: &CompiledSchemas,
+    lits: &Literals,
     reject_unknown_query: bool,
     max: usize,
     out: &mut Vec<Violation>,
 ) {
-    let query = parse_query(req.query().unwrap_or_default());
     let cookies = params
         .iter()
         .any(|p| p.location == Location::Cookie)
-        .then(|| parse_cookies(req));
+        .then(|| cookie_pairs(&req.headers));
     for p in params {
         let loc = p.location.name();
         let pointer = format!("#/{loc}/{}", crate::threat::escape_token(&p.name));
         let got: Result<Option<Value>, &'static str> = match p.location {
             Location::Path => match path_values.iter().find(|(k, _)| *k == p.name) {
-                Some((_, v)) => deserialize(p, v).map(Some),
+                Some((_, v)) => deserialize(p, v, lits).map(Some),
                 None => Ok(None),
             },
-            Location::Query => query_value(p, &query),
+            Location::Query => query_value(p, query, lits),
             Location::Header => {
                 let vals: Vec<&str> = req.headers.get_all(&p.name).collect();
                 if vals.is_empty() {
                     Ok(None)
                 } else {
-                    deserialize(p, &vals.join(",")).map(Some)
+                    deserialize(p, &vals.join(","), lits).map(Some)
                 }
             }
             Location::Cookie => {
                 let c = cookies.as_deref().unwrap_or_default();
                 match c.iter().find(|(k, _)| *k == p.name) {
                     Some((_, v)) => {
-                        deserialize(p, &percent_decode_str(v).decode_utf8_lossy()).map(Some)
+                        deserialize(p, &percent_decode_str(v).decode_utf8_lossy(), lits).map(Some)
                     }
                     None => Ok(None),
                 }
@@ -299,7 +294,7 @@ pub fn check(
         // Each undeclared name once, until the list is full: the work stays linear in the
         // size of the query string (a long query of distinct names used to be quadratic).
         let mut seen: HashSet<&str> = HashSet::new();
-        for (k, _) in &query {
+        for (k, _) in query {
             if out.len() >= max {
                 break;
             }
@@ -316,220 +311,4 @@ pub fn check(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const INT: Types = Types {
-        integer: true,
-        number: false,
-        boolean: false,
-        null: false,
-    };
-    const NUM: Types = Types {
-        integer: false,
-        number: true,
-        boolean: false,
-        null: false,
-    };
-    const BOOL: Types = Types {
-        integer: false,
-        number: false,
-        boolean: true,
-        null: false,
-    };
-
-    fn param(style: Style, explode: bool, shape: Shape) -> Param {
-        Param {
-            name: "id".into(),
-            location: Location::Query,
-            required: false,
-            style,
-            explode,
-            allow_empty: false,
-            shape,
-            schema: None,
-        }
-    }
-
-    #[test]
-    fn coercion() {
-        assert_eq!(coerce("12", INT), Value::from(12));
-        assert_eq!(coerce("-3", INT), Value::from(-3));
-        assert_eq!(coerce("1.5", INT), Value::from("1.5"));
-        assert_eq!(coerce("1.5", NUM), serde_json::json!(1.5));
-        assert_eq!(coerce("7", NUM), Value::from(7));
-        assert_eq!(coerce("inf", NUM), Value::from("inf"));
-        assert_eq!(coerce("NaN", NUM), Value::from("NaN"));
-        assert_eq!(coerce("true", BOOL), Value::Bool(true));
-        assert_eq!(coerce("True", BOOL), Value::from("True"));
-        assert_eq!(coerce("null", Types { null: true, ..INT }), Value::Null);
-        assert_eq!(coerce("12", Types::default()), Value::from("12"));
-    }
-
-    #[test]
-    fn query_styles() {
-        let q = parse_query("id=1&id=2&csv=3,4&sp=5%206&pipe=7|8&f[a]=1&f[b]=x&plus=a+b&empty");
-        let mut p = param(Style::Form, true, Shape::Array(INT));
-        assert_eq!(
-            query_value(&p, &q).unwrap(),
-            Some(serde_json::json!([1, 2]))
-        );
-        p.name = "csv".into();
-        p.explode = false;
-        assert_eq!(
-            query_value(&p, &q).unwrap(),
-            Some(serde_json::json!([3, 4]))
-        );
-        p.name = "sp".into();
-        p.style = Style::SpaceDelimited;
-        assert_eq!(
-            query_value(&p, &q).unwrap(),
-            Some(serde_json::json!([5, 6]))
-        );
-        p.name = "pipe".into();
-        p.style = Style::PipeDelimited;
-        assert_eq!(
-            query_value(&p, &q).unwrap(),
-            Some(serde_json::json!([7, 8]))
-        );
-        let mut d = param(
-            Style::DeepObject,
-            true,
-            Shape::Object(vec![("a".into(), INT)]),
-        );
-        d.name = "f".into();
-        assert_eq!(
-            query_value(&d, &q).unwrap(),
-            Some(serde_json::json!({"a": 1, "b": "x"}))
-        );
-        let mut s = param(Style::Form, true, Shape::Primitive(Types::default()));
-        s.name = "plus".into();
-        assert_eq!(query_value(&s, &q).unwrap(), Some(Value::from("a b")));
-        s.name = "empty".into();
-        assert_eq!(query_value(&s, &q).unwrap(), Some(Value::from("")));
-        // A scalar given twice is an error, not silently the first or last.
-        s.name = "id".into();
-        assert!(query_value(&s, &q).is_err());
-        s.name = "absent".into();
-        assert_eq!(query_value(&s, &q).unwrap(), None);
-        // form + explode object: properties are top-level parameters.
-        let o = param(
-            Style::Form,
-            true,
-            Shape::Object(vec![
-                ("csv".into(), Types::default()),
-                ("sp".into(), Types::default()),
-            ]),
-        );
-        assert_eq!(
-            query_value(&o, &q).unwrap(),
-            Some(serde_json::json!({"csv": "3,4", "sp": "5 6"}))
-        );
-        let mut o = param(Style::Form, false, Shape::Object(vec![("R".into(), INT)]));
-        o.name = "c".into();
-        assert_eq!(
-            query_value(&o, &parse_query("c=R,100,G,200")).unwrap(),
-            Some(serde_json::json!({"R": 100, "G": "200"}))
-        );
-    }
-
-    #[test]
-    fn path_styles() {
-        let simple = param(Style::Simple, false, Shape::Array(INT));
-        assert_eq!(
-            deserialize(&simple, "3,4,5").unwrap(),
-            serde_json::json!([3, 4, 5])
-        );
-        let obj = param(Style::Simple, true, Shape::Object(vec![("a".into(), INT)]));
-        assert_eq!(
-            deserialize(&obj, "a=1,b=2").unwrap(),
-            serde_json::json!({"a": 1, "b": "2"})
-        );
-        let obj = param(Style::Simple, false, Shape::Object(vec![]));
-        assert_eq!(
-            deserialize(&obj, "a,1,b,2").unwrap(),
-            serde_json::json!({"a": "1", "b": "2"})
-        );
-        let label = param(Style::Label, false, Shape::Array(INT));
-        assert_eq!(
-            deserialize(&label, ".3,4").unwrap(),
-            serde_json::json!([3, 4])
-        );
-        let label = param(Style::Label, true, Shape::Array(INT));
-        assert_eq!(
-            deserialize(&label, ".3.4").unwrap(),
-            serde_json::json!([3, 4])
-        );
-        assert!(deserialize(&label, "3.4").is_err());
-        let m = param(Style::Matrix, false, Shape::Array(INT));
-        assert_eq!(
-            deserialize(&m, ";id=3,4").unwrap(),
-            serde_json::json!([3, 4])
-        );
-        let m = param(Style::Matrix, true, Shape::Array(INT));
-        assert_eq!(
-            deserialize(&m, ";id=3;id=4").unwrap(),
-            serde_json::json!([3, 4])
-        );
-        let m = param(Style::Matrix, false, Shape::Primitive(INT));
-        assert_eq!(deserialize(&m, ";id=9").unwrap(), Value::from(9));
-        let j = param(Style::Form, true, Shape::Json);
-        assert_eq!(
-            deserialize(&j, "{\"a\":1}").unwrap(),
-            serde_json::json!({"a": 1})
-        );
-        assert!(deserialize(&j, "{").is_err());
-    }
-
-    #[test]
-    fn unknown_query_names_reported_once_each_up_to_the_cap() {
-        let (schemas, _) = crate::schema::compile(
-            serde_json::json!({}),
-            &[],
-            crate::schema::Dialect::Oas30,
-            true,
-        )
-        .unwrap();
-        let declared = [param(Style::Form, true, Shape::Primitive(INT))];
-        let check_query = |q: &str, max: usize| {
-            let r = Request {
-                path: format!("/x?{q}"),
-                ..Default::default()
-            };
-            let mut out = Vec::new();
-            check(&declared, &[], &r, &schemas, true, max, &mut out);
-            out.into_iter().map(|v| v.pointer).collect::<Vec<_>>()
-        };
-        assert_eq!(
-            check_query("b=1&id=2&b=3&a%2Fc=4&b=5", 10),
-            vec!["#/query/b", "#/query/a~1c"]
-        );
-        // A long query string of distinct undeclared names (what a client can fit in the
-        // request line): the first `max` names, in order, and nothing more.
-        let long: Vec<String> = (0..40_000).map(|i| format!("p{i}")).collect();
-        assert_eq!(
-            check_query(&long.join("&"), 3),
-            vec!["#/query/p0", "#/query/p1", "#/query/p2"]
-        );
-        assert!(check_query("id=1", 10).is_empty());
-    }
-
-    #[test]
-    fn cookies_parse() {
-        let req = Request {
-            headers: meshwall_core::Headers::from_pairs([
-                ("cookie", "a=1; b=\"two\""),
-                ("cookie", "c=3"),
-            ]),
-            ..Default::default()
-        };
-        assert_eq!(
-            parse_cookies(&req),
-            vec![
-                ("a".into(), "1".into()),
-                ("b".into(), "two".into()),
-                ("c".into(), "3".into())
-            ]
-        );
-    }
-}
+mod tests;

@@ -1,13 +1,15 @@
 //! The `validate` policy: routes a request to its OpenAPI operation, checks parameters,
 //! content type and JSON body, and answers 400/404/405/413/415 (or reports only).
 
-use crate::config::{Mode, OnViolation, ValidateConfig, MAX_DEPTH_CEILING};
+use crate::config::{Mode, OnViolation, UnexpectedBody, ValidateConfig, MAX_DEPTH_CEILING};
+use crate::media::{is_json, media_type, select_media};
 use crate::schema::Violation;
-use crate::spec::{self, RequestBody, Spec};
-use crate::threat;
+use crate::spec::{self, Spec};
 use boon::SchemaIndex;
+use meshwall_core::http::query_pairs;
 use meshwall_core::{
-    Action, Body, ConfigError, Host, LocalReply, MetricId, MetricKind, Policy, Request,
+    canonical_path, Action, Ambiguity, Body, CanonConfig, ConfigError, Host, LocalReply, MetricId,
+    MetricKind, Policy, Refusals, Request,
 };
 use serde_json::{json, Value};
 
@@ -34,75 +36,66 @@ enum Metric {
     ReportOnly = 7,
 }
 
+/// How the body phase reads the body.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum BodyPlan {
+    /// JSON: threat scan, parse, and the schema when there is one.
+    #[default]
+    Json,
+    /// No `Content-Type`: scanned as JSON when it looks like JSON (FastAPI and Go handlers
+    /// parse such bodies as JSON), else let through.
+    Sniff,
+    /// The operation declares no `requestBody`: any body is refused.
+    Unexpected,
+}
+
 /// What the body phase must check.
 #[derive(Debug, Default)]
 pub struct Exchange {
+    plan: BodyPlan,
     body_required: bool,
     schema: Option<SchemaIndex>,
     /// Violations already found (report-only) so the request is not counted as validated.
     reported: bool,
 }
 
-#[derive(Debug)]
 pub struct ValidatePolicy {
     cfg: ValidateConfig,
     spec: Option<Spec>,
     metrics: Vec<Option<MetricId>>,
+    refusals: Refusals,
+    /// `cfg.canonical` with case kept: routes compare case as configured, parameter values
+    /// keep the case the client sent.
+    route_canon: CanonConfig,
 }
 
-/// `type/subtype` (lower case) and the charset parameter of a Content-Type value.
-fn media_type(ct: &str) -> (String, Option<String>) {
-    let mut parts = ct.split(';');
-    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-    let charset = parts.find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("charset")
-            .then(|| v.trim().trim_matches('"').to_ascii_lowercase())
-    });
-    (essence, charset)
+/// A request's operation and its path parameter values.
+type Routed<'s> = (&'s spec::Operation, Vec<(String, String)>);
+
+impl std::fmt::Debug for ValidatePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidatePolicy")
+            .field("cfg", &self.cfg)
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
 }
 
-/// Whether a media type is JSON (`application/json`, `*/*+json`).
-pub fn is_json(essence: &str) -> bool {
-    let sub = essence.split_once('/').map(|(_, s)| s).unwrap_or_default();
-    sub == "json" || sub.ends_with("+json")
+/// Whether the request carries a body: more than its headers, and not `Content-Length: 0`.
+fn has_body(req: &Request) -> bool {
+    req.has_body
+        && req
+            .headers
+            .get("content-length")
+            .is_none_or(|v| v.trim().parse::<u64>().map_or(true, |n| n > 0))
 }
 
-/// Matches `type/subtype` against a declared range (`*/*`, `type/*`, `application/*+json`).
-fn range_matches(range: &str, essence: &str) -> bool {
-    let (Some((rt, rs)), Some((t, s))) = (range.split_once('/'), essence.split_once('/')) else {
-        return false;
-    };
-    let type_ok = rt == "*" || rt == t;
-    let sub_ok = rs == "*"
-        || rs == s
-        || match rs.split_once('*') {
-            Some((pre, post)) => {
-                s.len() >= pre.len() + post.len() && s.starts_with(pre) && s.ends_with(post)
-            }
-            None => false,
-        };
-    type_ok && sub_ok
-}
-
-/// The declared media type for a request content type: exact first, then the most specific range.
-fn select_media<'a>(body: &'a RequestBody, essence: &str) -> Option<&'a spec::MediaType> {
-    let specificity = |r: &str| -> u8 {
-        if r == essence {
-            3
-        } else if r.starts_with("*/") {
-            0
-        } else if r.ends_with("/*") {
-            1
-        } else {
-            2
-        }
-    };
-    body.content
-        .iter()
-        .filter(|m| range_matches(&m.range, essence))
-        .max_by_key(|m| specificity(&m.range))
+/// Whether a body looks like JSON: its first non-blank byte opens an object or an array.
+fn looks_like_json(body: &[u8]) -> bool {
+    matches!(
+        body.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
 }
 
 impl ValidatePolicy {
@@ -164,39 +157,6 @@ impl ValidatePolicy {
         format!("{} violation(s) [{}]", errors.len(), kws.join(", "))
     }
 
-    fn too_large(&self) -> LocalReply {
-        LocalReply::problem(
-            413,
-            &format!("request body exceeds {} bytes", self.cfg.max_body_bytes),
-        )
-    }
-
-    /// Decides whether to read the body: `plan` = (required, schema) for a JSON body.
-    fn read_body(&self, ex: &mut Exchange, req: &Request, host: &dyn Host) -> Action {
-        let declared = req
-            .headers
-            .get("content-length")
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.cfg.max_body_bytes as u64) {
-            if let Some(a) = self.violation(
-                ex,
-                OnViolation::Reject,
-                Metric::R413,
-                self.too_large(),
-                "content-length over limit",
-                host,
-            ) {
-                return a;
-            }
-            return self.finish(ex, host);
-        }
-        Action::ReadBody {
-            max_bytes: self.cfg.max_body_bytes,
-            ops: Vec::new(),
-            hold_headers: self.cfg.hold_headers,
-        }
-    }
-
     fn finish(&self, ex: &Exchange, host: &dyn Host) -> Action {
         if !ex.reported {
             self.count(Metric::Validated, host);
@@ -204,72 +164,90 @@ impl ValidatePolicy {
         Action::proceed()
     }
 
-    fn check_body(&self, ex: &mut Exchange, body: &[u8], host: &dyn Host) -> Option<Action> {
-        if body.is_empty() {
-            if ex.body_required {
-                let v = [Violation {
-                    location: "body",
-                    pointer: String::new(),
-                    keyword: "required".into(),
-                    message: "request body is required".into(),
-                }];
-                let reply = self.bad_request("request body is required", &v);
-                return self.violation(
-                    ex,
-                    OnViolation::Reject,
-                    Metric::R400Body,
-                    reply,
-                    "missing body",
-                    host,
-                );
+    /// An ambiguous request (`meshwall_core::canon`): refused with 400 and its reason, or,
+    /// in `report_only` mode, logged and let through.
+    fn ambiguous(&self, ex: &mut Exchange, a: &Ambiguity, host: &dyn Host) -> Option<Action> {
+        if self.cfg.mode == Mode::ReportOnly {
+            ex.reported = true;
+            self.count(Metric::ReportOnly, host);
+            log::warn!(
+                "meshwall.validate: report-only: would answer 400: ambiguous request: {}",
+                a.reason()
+            );
+            return None;
+        }
+        Some(self.refusals.refuse(a, host))
+    }
+
+    /// A request let through without its operation (unknown path or method passed or
+    /// reported, CORS preflight): its JSON body still gets the threat scan.
+    fn let_through(&self, ex: &mut Exchange, req: &Request, host: &dyn Host) -> Action {
+        self.scan_only(ex, req, host)
+    }
+
+    /// The request's operation and its path parameter values, or the action for a request
+    /// that has none.
+    fn route<'s>(
+        &self,
+        spec: &'s Spec,
+        ex: &mut Exchange,
+        req: &Request,
+        host: &dyn Host,
+    ) -> Result<Routed<'s>, Action> {
+        let path = match canonical_path(&req.path, &self.route_canon) {
+            Ok(p) => p,
+            Err(a) => {
+                return Err(self
+                    .ambiguous(ex, &a, host)
+                    .unwrap_or_else(|| self.let_through(ex, req, host)))
             }
-            return None;
+        };
+        let (found, miss) = match spec.strip_base(&path) {
+            Some(rest) => (spec.find(rest), "unknown path"),
+            None => (Vec::new(), "path outside the base paths"),
+        };
+        if found.is_empty() {
+            let reply = LocalReply::problem(404, "no API operation matches the request path");
+            return Err(self
+                .violation(ex, self.cfg.unknown_path, Metric::R404, reply, miss, host)
+                .unwrap_or_else(|| self.let_through(ex, req, host)));
         }
-        let mut errors = Vec::new();
-        match threat::scan(body, &self.cfg.json_limits) {
-            Err(t) => errors.push(Violation {
-                location: "body",
-                pointer: t.pointer,
-                keyword: t.keyword.into(),
-                message: t.message,
-            }),
-            Ok(()) => match serde_json::from_slice::<Value>(body) {
-                Err(_) => errors.push(Violation {
-                    location: "body",
-                    pointer: String::new(),
-                    keyword: "json".into(),
-                    message: "body is not valid JSON".into(),
-                }),
-                Ok(v) => {
-                    if let (Some(idx), Some(spec)) = (ex.schema, &self.spec) {
-                        spec.schemas.validate(
-                            idx,
-                            &v,
-                            "body",
-                            "",
-                            self.cfg.max_errors,
-                            &mut errors,
-                        );
-                    }
-                }
-            },
+        let head_get = spec.canon.head_matches_get;
+        let chosen = found
+            .iter()
+            .find_map(|(item, values)| Some((item.operation(&req.method, head_get)?, values)));
+        if let Some((op, values)) = chosen {
+            return Ok((op, values.clone()));
         }
-        if errors.is_empty() {
-            return None;
+        // A CORS preflight for a declared method is not a call of OPTIONS itself.
+        let preflight = req.method.eq_ignore_ascii_case("OPTIONS")
+            && req
+                .headers
+                .get("access-control-request-method")
+                .is_some_and(|m| {
+                    found
+                        .iter()
+                        .any(|(item, _)| item.operation(m.trim(), head_get).is_some())
+                });
+        if preflight {
+            return Err(self.let_through(ex, req, host));
         }
-        let reply = self.bad_request(
-            "request body does not conform to the API specification",
-            &errors,
-        );
-        let what = Self::summary(&errors);
-        self.violation(
-            ex,
-            OnViolation::Reject,
-            Metric::R400Body,
-            reply,
-            &what,
-            host,
-        )
+        let reply = LocalReply::builder(405, "method not allowed for this path")
+            .header(
+                "allow",
+                spec::allow(found.iter().map(|(item, _)| *item), head_get),
+            )
+            .build();
+        Err(self
+            .violation(
+                ex,
+                self.cfg.unknown_method,
+                Metric::R405,
+                reply,
+                "undeclared method",
+                host,
+            )
+            .unwrap_or_else(|| self.let_through(ex, req, host)))
     }
 }
 
@@ -298,6 +276,7 @@ fn check_config(cfg: &ValidateConfig) -> Result<(), ConfigError> {
         if cfg.spec.is_none() {
             return Err(ConfigError::new("base_path", "only applies with `spec`"));
         }
+        spec::canonical_base(b, &cfg.canonical).map_err(|e| ConfigError::new("base_path", e))?;
     }
     Ok(())
 }
@@ -312,8 +291,13 @@ impl Policy for ValidatePolicy {
         let spec = match &config.spec {
             None => None,
             Some(s) => Some(
-                spec::load(s, config.base_path.as_deref(), config.assert_formats)
-                    .map_err(|e| ConfigError::new("spec", e.to_string()))?,
+                spec::load_with(
+                    s,
+                    config.base_path.as_deref(),
+                    config.assert_formats,
+                    &config.canonical,
+                )
+                .map_err(|e| ConfigError::new("spec", e.to_string()))?,
             ),
         };
         let metrics = METRICS
@@ -336,7 +320,13 @@ impl Policy for ValidatePolicy {
                 "meshwall.validate: hold_headers is off: request headers reach the upstream before the body is checked"
             );
         }
+        let route_canon = CanonConfig {
+            case_insensitive_paths: false,
+            ..config.canonical.clone()
+        };
         Ok(ValidatePolicy {
+            refusals: Refusals::define(Self::NAME, host),
+            route_canon,
             cfg: config,
             spec,
             metrics,
@@ -344,66 +334,28 @@ impl Policy for ValidatePolicy {
     }
 
     fn on_request_headers(&self, ex: &mut Exchange, req: &Request, host: &dyn Host) -> Action {
-        let ct = req.headers.get("content-type").map(media_type);
         let Some(spec) = &self.spec else {
             // Threat protection only: JSON bodies.
-            return match ct {
-                Some((essence, _)) if req.has_body && is_json(&essence) => {
-                    self.read_body(ex, req, host)
-                }
-                _ => self.finish(ex, host),
-            };
+            return self.scan_only(ex, req, host);
         };
-        let (found, miss) = match spec.strip_base(req.path_only()) {
-            Some(path) => (spec.find(path), "unknown path"),
-            None => (Vec::new(), "path outside the base paths"),
+        let (op, path_values) = match self.route(spec, ex, req, host) {
+            Ok(found) => found,
+            Err(action) => return action,
         };
-        if found.is_empty() {
-            let reply = LocalReply::problem(404, "no API operation matches the request path");
-            return self
-                .violation(ex, self.cfg.unknown_path, Metric::R404, reply, miss, host)
-                .unwrap_or_else(|| self.finish(ex, host));
-        }
-        let chosen = found
-            .iter()
-            .find_map(|(item, values)| Some((item.operation(&req.method)?, values)));
-        let (op, path_values) = match chosen {
-            Some(c) => c,
-            None => {
-                // A CORS preflight for a declared method is not a call of OPTIONS itself.
-                let preflight = req.method.eq_ignore_ascii_case("OPTIONS")
-                    && req
-                        .headers
-                        .get("access-control-request-method")
-                        .is_some_and(|m| {
-                            found
-                                .iter()
-                                .any(|(item, _)| item.operation(m.trim()).is_some())
-                        });
-                if preflight {
-                    return self.finish(ex, host);
-                }
-                let reply = LocalReply::builder(405, "method not allowed for this path")
-                    .header("allow", spec::allow(found.iter().map(|(item, _)| *item)))
-                    .build();
-                return self
-                    .violation(
-                        ex,
-                        self.cfg.unknown_method,
-                        Metric::R405,
-                        reply,
-                        "undeclared method",
-                        host,
-                    )
-                    .unwrap_or_else(|| self.finish(ex, host));
+        let query = query_pairs(req.query().unwrap_or_default());
+        if let Err(a) = crate::params::ambiguity::check(&op.params, req, &query) {
+            if let Some(action) = self.ambiguous(ex, &a, host) {
+                return action;
             }
-        };
+        }
         let mut errors = Vec::new();
         crate::params::check(
             &op.params,
-            path_values,
+            &path_values,
             req,
+            &query,
             &spec.schemas,
+            &spec.literals,
             self.cfg.reject_unknown_query_params,
             self.cfg.max_errors,
             &mut errors,
@@ -426,16 +378,22 @@ impl Policy for ValidatePolicy {
             }
         }
         let Some(body) = &op.body else {
-            return self.finish(ex, host);
+            return self.no_request_body(ex, req, host);
         };
         ex.body_required = body.required;
-        if !req.has_body {
-            return match self.check_body(ex, &[], host) {
-                Some(a) => a,
-                None => self.finish(ex, host),
-            };
+        if !has_body(req) {
+            return self
+                .check_body(ex, &[], host)
+                .unwrap_or_else(|| self.finish(ex, host));
         }
-        let Some((essence, charset)) = ct else {
+        let ct: Vec<&str> = req.headers.get_all("content-type").collect();
+        if ct.len() > 1 {
+            let a = Ambiguity::RepeatedHeader("content-type".into());
+            if let Some(action) = self.ambiguous(ex, &a, host) {
+                return action;
+            }
+        }
+        let Some((essence, charset)) = ct.first().map(|c| media_type(c)) else {
             let reply =
                 LocalReply::problem(415, "a Content-Type is required for this request body");
             return self
@@ -471,6 +429,7 @@ impl Policy for ValidatePolicy {
             // Only JSON bodies are validated; other declared media types pass as they are.
             return self.finish(ex, host);
         }
+        ex.plan = BodyPlan::Json;
         ex.schema = media.schema;
         self.read_body(ex, req, host)
     }
@@ -482,23 +441,40 @@ impl Policy for ValidatePolicy {
         body: Body<'_>,
         host: &dyn Host,
     ) -> Action {
-        match body {
-            Body::TooLarge { .. } => self
-                .violation(
-                    ex,
-                    OnViolation::Reject,
-                    Metric::R413,
-                    self.too_large(),
-                    "body over limit",
-                    host,
-                )
-                .unwrap_or_else(|| self.finish(ex, host)),
-            Body::Complete(b) => self
-                .check_body(ex, b, host)
-                .unwrap_or_else(|| self.finish(ex, host)),
+        self.body_phase(ex, body, host)
+    }
+}
+
+impl ValidatePolicy {
+    /// A request to an operation without `requestBody`: a body is refused, scanned or let
+    /// through (`unexpected_body`).
+    fn no_request_body(&self, ex: &mut Exchange, req: &Request, host: &dyn Host) -> Action {
+        if !has_body(req) {
+            return self.finish(ex, host);
+        }
+        match self.cfg.unexpected_body {
+            UnexpectedBody::Pass => self.finish(ex, host),
+            UnexpectedBody::Scan => self.scan_only(ex, req, host),
+            UnexpectedBody::Reject => {
+                let declared = req
+                    .headers
+                    .get("content-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if declared.is_some() {
+                    // A length over 0 (has_body): refused before any byte is buffered.
+                    return self
+                        .unexpected(ex, host)
+                        .unwrap_or_else(|| self.finish(ex, host));
+                }
+                // Chunked or HTTP/2 without a length: only a non-empty body is refused.
+                ex.plan = BodyPlan::Unexpected;
+                self.read_body(ex, req, host)
+            }
         }
     }
 }
+
+mod body;
 
 #[cfg(test)]
 mod tests;

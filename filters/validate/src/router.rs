@@ -24,9 +24,17 @@ struct Entry {
     item: usize,
 }
 
+/// Templates by segment count. Paths are the canonical request view (`meshwall_core::canon`)
+/// with their case kept: parameter values keep the case the client sent even when literal
+/// text compares without regard to case.
 #[derive(Debug, Default)]
 pub struct Router {
     by_len: HashMap<usize, Vec<Entry>>,
+    /// Literal text compares without regard to ASCII case (`case_insensitive_paths`).
+    case_insensitive: bool,
+    /// `/a/` is `/a` (`trailing_slash_insensitive`): one trailing slash is dropped from
+    /// templates and paths alike.
+    trailing_slash_insensitive: bool,
 }
 
 /// Splits a path template into segments of literal and parameter parts.
@@ -70,14 +78,38 @@ fn decode(s: &str) -> String {
     percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
+/// `path` without its trailing slash, when that is how paths compare (never `/` itself).
+fn trim_slash(path: &str, insensitive: bool) -> &str {
+    if insensitive && path.len() > 1 {
+        path.strip_suffix('/').unwrap_or(path)
+    } else {
+        path
+    }
+}
+
 impl Router {
+    pub fn new(case_insensitive: bool, trailing_slash_insensitive: bool) -> Self {
+        Router {
+            by_len: HashMap::new(),
+            case_insensitive,
+            trailing_slash_insensitive,
+        }
+    }
+
     /// Adds template `t` for path item number `item`. Returns the items already added whose
     /// templates differ from `t` only in parameter names (`/a/{id}` and `/a/{name}`).
     /// OpenAPI forbids such templates, but real documents use them with disjoint methods
     /// (GitHub's: `GET /orgs/{org}/attestations/{subject_digest}` and
     /// `DELETE /orgs/{org}/attestations/{attestation_id}`); the caller decides.
     pub fn insert(&mut self, t: &str, item: usize) -> Result<Vec<usize>, String> {
-        let segments = parse_template(t)?;
+        let mut segments = parse_template(trim_slash(t, self.trailing_slash_insensitive))?;
+        if self.case_insensitive {
+            for part in segments.iter_mut().flatten() {
+                if let Part::Lit(l) = part {
+                    l.make_ascii_lowercase();
+                }
+            }
+        }
         let rank = segments
             .iter()
             .map(|s| match s.as_slice() {
@@ -114,8 +146,8 @@ impl Router {
         Ok(equivalent)
     }
 
-    /// The path item matching `path` (no query string, base path already removed) and the
-    /// decoded path parameter values.
+    /// The path item matching `path` (canonical, no query string, base path already
+    /// removed) and the decoded path parameter values.
     pub fn find(&self, path: &str) -> Option<(usize, Vec<(String, String)>)> {
         self.find_all(path).into_iter().next()
     }
@@ -124,6 +156,7 @@ impl Router {
     /// templates differ only in parameter names (in insertion order). Empty when none matches.
     pub fn find_all(&self, path: &str) -> Vec<(usize, Vec<(String, String)>)> {
         let mut out = Vec::new();
+        let path = trim_slash(path, self.trailing_slash_insensitive);
         let Some(body) = path.strip_prefix('/') else {
             return out;
         };
@@ -132,6 +165,13 @@ impl Router {
             return out;
         };
         let decoded: Vec<String> = raw.iter().map(|s| decode(s)).collect();
+        // The text literals are compared with: lower-cased when case does not count (ASCII
+        // lower-casing keeps every byte offset, so values are cut from `decoded`).
+        let folded: Vec<String> = if self.case_insensitive {
+            decoded.iter().map(|s| s.to_ascii_lowercase()).collect()
+        } else {
+            Vec::new()
+        };
         let mut best: Option<&Entry> = None;
         'entries: for e in group {
             if let Some(b) = best {
@@ -140,8 +180,9 @@ impl Router {
                 }
             }
             let mut params = Vec::new();
-            for (parts, seg) in e.segments.iter().zip(&decoded) {
-                if !match_segment(parts, seg, &mut params) {
+            for (i, (parts, seg)) in e.segments.iter().zip(&decoded).enumerate() {
+                let cmp = folded.get(i).unwrap_or(seg);
+                if !match_segment(parts, seg, cmp, &mut params) {
                     continue 'entries;
                 }
             }
@@ -166,15 +207,20 @@ fn same_shape(a: &[Vec<Part>], b: &[Vec<Part>]) -> bool {
         })
 }
 
-fn match_segment(parts: &[Part], seg: &str, params: &mut Vec<(String, String)>) -> bool {
-    let mut rest = seg;
+/// Matches one segment: literals against `cmp` (the segment, lower-cased when case does not
+/// count; same byte offsets), parameter values cut from `seg`.
+fn match_segment(parts: &[Part], seg: &str, cmp: &str, params: &mut Vec<(String, String)>) -> bool {
+    let mut at = 0;
     let mut i = 0;
     while let Some(p) = parts.get(i) {
+        let rest = cmp.get(at..).unwrap_or_default();
         match p {
-            Part::Lit(l) => match rest.strip_prefix(l.as_str()) {
-                Some(r) => rest = r,
-                None => return false,
-            },
+            Part::Lit(l) => {
+                if !rest.starts_with(l.as_str()) {
+                    return false;
+                }
+                at += l.len();
+            }
             Part::Param(name) => {
                 // A parameter runs to the next literal's first occurrence (or the segment end).
                 let end = match parts.get(i + 1) {
@@ -189,14 +235,14 @@ fn match_segment(parts: &[Part], seg: &str, params: &mut Vec<(String, String)>) 
                 }
                 params.push((
                     name.clone(),
-                    rest.get(..end).unwrap_or_default().to_string(),
+                    seg.get(at..at + end).unwrap_or_default().to_string(),
                 ));
-                rest = rest.get(end..).unwrap_or_default();
+                at += end;
             }
         }
         i += 1;
     }
-    rest.is_empty()
+    at == cmp.len()
 }
 
 #[cfg(test)]
@@ -204,7 +250,7 @@ mod tests {
     use super::*;
 
     fn router(ts: &[&str]) -> Router {
-        let mut r = Router::default();
+        let mut r = Router::new(false, false);
         for (i, t) in ts.iter().enumerate() {
             r.insert(t, i).unwrap();
         }
@@ -307,5 +353,44 @@ mod tests {
         assert_eq!(r.find_all("/pets/mine"), vec![(1, vec![])]);
         assert!(r.find_all("/owners/7").is_empty());
         assert!(r.find_all("pets/7").is_empty());
+    }
+
+    #[test]
+    fn case_and_trailing_slash_options() {
+        let mut r = Router::new(true, true);
+        for (i, t) in ["/Users/{name}/", "/reports/{y}-{m}.CSV", "/"]
+            .iter()
+            .enumerate()
+        {
+            r.insert(t, i).unwrap();
+        }
+        for (path, want) in [
+            (
+                "/users/Alice",
+                Some((0, vec![("name".into(), "Alice".into())])),
+            ),
+            (
+                "/USERS/Alice/",
+                Some((0, vec![("name".into(), "Alice".into())])),
+            ),
+            (
+                "/REPORTS/2024-May.csv",
+                Some((
+                    1,
+                    vec![("y".into(), "2024".into()), ("m".into(), "May".into())],
+                )),
+            ),
+            ("/", Some((2, vec![]))),
+            ("/users/", None),
+        ] {
+            assert_eq!(r.find(path), want, "{path}");
+        }
+        let strict = router(&["/Users/{name}"]);
+        assert_eq!(strict.find("/users/a"), None);
+        assert_eq!(strict.find("/Users/a/"), None);
+        // Equivalent once the trailing slash does not count.
+        let mut r = Router::new(false, true);
+        assert!(r.insert("/a", 0).unwrap().is_empty());
+        assert_eq!(r.insert("/a/", 1).unwrap(), vec![0]);
     }
 }

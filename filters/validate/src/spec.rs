@@ -1,9 +1,11 @@
 //! Loading an OpenAPI 3.0.x / 3.1.x document into routes, operations, parameters and
 //! compiled schemas. Everything is checked here, once; errors name the JSON Pointer.
 
+use crate::numbers::Literals;
 use crate::router::Router;
 use crate::schema::{self, CompiledSchemas, Dialect};
 use boon::{Draft, SchemaIndex};
+use meshwall_core::{canonical_path, CanonConfig};
 use serde_json::{Map, Value};
 
 pub const METHODS: [&str; 8] = [
@@ -101,16 +103,18 @@ pub struct PathItem {
 impl PathItem {
     /// Upper-case method names for an `Allow` header.
     pub fn allow(&self) -> String {
-        allow([self])
+        allow([self], true)
     }
 
-    pub fn operation(&self, method: &str) -> Option<&Operation> {
+    /// The operation for `method` (any case: Django and Flask upper-case an HTTP/2 `get`);
+    /// `HEAD` falls back to `GET` with `head_matches_get`.
+    pub fn operation(&self, method: &str, head_matches_get: bool) -> Option<&Operation> {
         let lower = method.to_ascii_lowercase();
         self.operations
             .iter()
             .find(|o| o.method == lower)
             .or_else(|| {
-                if lower == "head" {
+                if lower == "head" && head_matches_get {
                     self.operations.iter().find(|o| o.method == "get")
                 } else {
                     None
@@ -119,8 +123,12 @@ impl PathItem {
     }
 }
 
-/// Upper-case method names declared by any of `items`, for an `Allow` header.
-pub fn allow<'a>(items: impl IntoIterator<Item = &'a PathItem> + Clone) -> String {
+/// Upper-case method names declared by any of `items`, for an `Allow` header (`HEAD` where
+/// `GET` is declared, with `head_matches_get`).
+pub fn allow<'a>(
+    items: impl IntoIterator<Item = &'a PathItem> + Clone,
+    head_matches_get: bool,
+) -> String {
     let mut m: Vec<String> = METHODS
         .iter()
         .filter(|method| {
@@ -131,7 +139,7 @@ pub fn allow<'a>(items: impl IntoIterator<Item = &'a PathItem> + Clone) -> Strin
         })
         .map(|method| method.to_ascii_uppercase())
         .collect();
-    if m.iter().any(|x| x == "GET") && !m.iter().any(|x| x == "HEAD") {
+    if head_matches_get && m.iter().any(|x| x == "GET") && !m.iter().any(|x| x == "HEAD") {
         m.push("HEAD".into());
     }
     m.join(", ")
@@ -140,10 +148,16 @@ pub fn allow<'a>(items: impl IntoIterator<Item = &'a PathItem> + Clone) -> Strin
 #[derive(Debug)]
 pub struct Spec {
     pub version: String,
+    /// Canonical (lower-cased with `case_insensitive_paths`), without a trailing slash; `""`
+    /// is the root.
     pub base_paths: Vec<String>,
+    /// How request paths are read and compared.
+    pub canon: CanonConfig,
     pub items: Vec<PathItem>,
     pub router: Router,
     pub schemas: CompiledSchemas,
+    /// The numbers request numbers are compared with (`crate::numbers`).
+    pub literals: Literals,
 }
 
 /// A spec error: JSON Pointer (without `#`) and reason.
@@ -170,346 +184,46 @@ fn tok(s: &str) -> String {
     crate::threat::escape_token(s)
 }
 
-/// Turns the `spec` config value (object, or string holding JSON or YAML) into a JSON value.
-pub fn parse_document(v: &Value) -> Result<Value, SpecError> {
-    match v {
-        Value::Object(_) => Ok(v.clone()),
-        Value::String(s) => {
-            let t = s.trim_start();
-            if t.starts_with('{') {
-                serde_json::from_str(t).map_err(|e| err("", format!("spec is not valid JSON: {e}")))
-            } else {
-                let y: serde_norway::Value = serde_norway::from_str(s)
-                    .map_err(|e| err("", format!("spec is not valid YAML: {e}")))?;
-                yaml_to_json(y, 0)
-            }
-        }
-        _ => Err(err(
-            "",
-            "must be an OpenAPI document: a JSON object or a string holding JSON or YAML",
-        )),
-    }
-}
+mod document;
+mod param;
 
-fn yaml_to_json(y: serde_norway::Value, depth: usize) -> Result<Value, SpecError> {
-    use serde_norway::Value as Y;
-    if depth > 200 {
-        return Err(err("", "YAML document nested too deeply"));
-    }
-    Ok(match y {
-        Y::Null => Value::Null,
-        Y::Bool(b) => Value::Bool(b),
-        Y::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::from(u)
-            } else {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                serde_json::Number::from_f64(f)
-                    .map(Value::Number)
-                    .ok_or_else(|| err("", "YAML number is not finite"))?
-            }
-        }
-        Y::String(s) => Value::String(s),
-        Y::Sequence(seq) => Value::Array(
-            seq.into_iter()
-                .map(|v| yaml_to_json(v, depth + 1))
-                .collect::<Result<_, _>>()?,
-        ),
-        Y::Mapping(m) => {
-            let mut out = Map::new();
-            for (k, v) in m {
-                // Status codes (`200:`) and other scalar keys become strings, as in JSON.
-                let key = match k {
-                    Y::String(s) => s,
-                    Y::Number(n) => n.to_string(),
-                    Y::Bool(b) => b.to_string(),
-                    Y::Null => "null".to_string(),
-                    _ => return Err(err("", "YAML mapping keys must be scalars")),
-                };
-                out.insert(key, yaml_to_json(v, depth + 1)?);
-            }
-            Value::Object(out)
-        }
-        Y::Tagged(t) => yaml_to_json(t.value, depth + 1)?,
-    })
-}
+pub use document::{normalize_base, parse_document};
+use document::{resolve, server_base_paths, translate_document_30};
+use param::{read_param, RawParam};
 
-/// Follows local `$ref`s from (`ptr`, `v`) to the object they name.
-fn resolve<'a>(doc: &'a Value, ptr: &str, v: &'a Value) -> Result<(String, &'a Value), SpecError> {
-    let mut ptr = ptr.to_string();
-    let mut v = v;
-    for _ in 0..32 {
-        let Some(r) = v.get("$ref") else {
-            return Ok((ptr, v));
-        };
-        let Some(r) = r.as_str() else {
-            return Err(err(&format!("{ptr}/$ref"), "`$ref` must be a string"));
-        };
-        let Some(frag) = r.strip_prefix('#') else {
-            return Err(err(
-                &format!("{ptr}/$ref"),
-                "only references within the document (`#/…`) are supported",
-            ));
-        };
-        let target = percent_encoding::percent_decode_str(frag)
-            .decode_utf8_lossy()
-            .into_owned();
-        v = doc
-            .pointer(&target)
-            .ok_or_else(|| err(&format!("{ptr}/$ref"), format!("`{r}` does not resolve")))?;
-        ptr = target;
-    }
-    Err(err(&ptr, "`$ref` chain too long or cyclic"))
-}
-
-/// Translates every schema of a 3.0 document in place (values under `schema` keys and
-/// `components/schemas`), skipping examples and extensions.
-fn translate_document_30(v: &mut Value, assert_formats: bool, depth: usize) {
-    if depth > 64 {
-        return;
-    }
-    match v {
-        Value::Object(m) => {
-            for (k, child) in m.iter_mut() {
-                if k == "schema" {
-                    schema::translate_30(child, assert_formats);
-                } else if k == "schemas" && depth == 1 {
-                    if let Value::Object(s) = child {
-                        s.values_mut()
-                            .for_each(|x| schema::translate_30(x, assert_formats));
-                    }
-                } else if !(k.starts_with("x-") || k == "example" || k == "examples") {
-                    translate_document_30(child, assert_formats, depth + 1);
-                }
-            }
-        }
-        Value::Array(a) => a
-            .iter_mut()
-            .for_each(|x| translate_document_30(x, assert_formats, depth + 1)),
-        _ => {}
-    }
-}
-
-/// Base paths from `servers[*].url` (variables replaced by their defaults).
-fn server_base_paths(doc: &Value) -> Result<Vec<String>, SpecError> {
-    let mut out = Vec::new();
-    let Some(servers) = doc.get("servers").and_then(Value::as_array) else {
-        return Ok(out);
-    };
-    for (i, s) in servers.iter().enumerate() {
-        let ptr = format!("/servers/{i}");
-        let Some(url) = s.get("url").and_then(Value::as_str) else {
-            return Err(err(&format!("{ptr}/url"), "must be a string"));
-        };
-        let mut url = url.to_string();
-        if let Some(vars) = s.get("variables").and_then(Value::as_object) {
-            for (name, var) in vars {
-                let default = var
-                    .get("default")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                url = url.replace(&format!("{{{name}}}"), default);
-            }
-        }
-        let path = match url.find("://") {
-            Some(i) => {
-                let after = url.get(i + 3..).unwrap_or_default();
-                after
-                    .find('/')
-                    .and_then(|j| after.get(j..))
-                    .unwrap_or("")
-                    .to_string()
-            }
-            None => url,
-        };
-        out.push(normalize_base(&path));
-    }
-    out.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    out.dedup();
-    Ok(out)
-}
-
-/// `""` for the root; otherwise `/a/b` without a trailing slash.
-pub fn normalize_base(p: &str) -> String {
-    let t = p.trim_end_matches('/');
-    if t.is_empty() {
-        String::new()
-    } else if t.starts_with('/') {
-        t.to_string()
-    } else {
-        format!("/{t}")
-    }
-}
-
-/// Reads the coercion hint from a schema (following `$ref`s).
-fn types_of(doc: &Value, ptr: &str, s: &Value) -> Types {
-    let Ok((_, s)) = resolve(doc, ptr, s) else {
-        return Types::default();
-    };
-    let mut t = Types::default();
-    let mut add = |name: &str| match name {
-        "integer" => t.integer = true,
-        "number" => t.number = true,
-        "boolean" => t.boolean = true,
-        "null" => t.null = true,
-        _ => {}
-    };
-    match s.get("type") {
-        Some(Value::String(x)) => add(x),
-        Some(Value::Array(xs)) => xs.iter().filter_map(Value::as_str).for_each(&mut add),
-        _ => {}
-    }
-    if s.get("nullable") == Some(&Value::Bool(true)) {
-        t.null = true;
-    }
-    t
-}
-
-fn shape_of(doc: &Value, ptr: &str, s: &Value) -> Shape {
-    let Ok((rptr, r)) = resolve(doc, ptr, s) else {
-        return Shape::Primitive(Types::default());
-    };
-    let ty: Vec<&str> = match r.get("type") {
-        Some(Value::String(x)) => vec![x.as_str()],
-        Some(Value::Array(xs)) => xs.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
-    if ty.contains(&"array") {
-        let items = r
-            .get("items")
-            .map(|i| types_of(doc, &format!("{rptr}/items"), i))
-            .unwrap_or_default();
-        return Shape::Array(items);
-    }
-    if ty.contains(&"object") {
-        let props = r
-            .get("properties")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            types_of(doc, &format!("{rptr}/properties/{}", tok(k)), v),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        return Shape::Object(props);
-    }
-    Shape::Primitive(types_of(doc, ptr, s))
-}
-
-fn parse_style(s: &str) -> Option<Style> {
-    Some(match s {
-        "simple" => Style::Simple,
-        "label" => Style::Label,
-        "matrix" => Style::Matrix,
-        "form" => Style::Form,
-        "spaceDelimited" => Style::SpaceDelimited,
-        "pipeDelimited" => Style::PipeDelimited,
-        "deepObject" => Style::DeepObject,
-        _ => return None,
-    })
-}
-
-/// A parameter before its schema is compiled.
-struct RawParam {
-    param: Param,
-    schema_ptr: Option<String>,
-}
-
-fn read_param(doc: &Value, ptr: &str, v: &Value) -> Result<RawParam, SpecError> {
-    let (ptr, p) = resolve(doc, ptr, v)?;
-    let name = p
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| err(&ptr, "parameter needs a string `name`"))?;
-    let location = match p.get("in").and_then(Value::as_str) {
-        Some("path") => Location::Path,
-        Some("query") => Location::Query,
-        Some("header") => Location::Header,
-        Some("cookie") => Location::Cookie,
-        _ => {
-            return Err(err(
-                &format!("{ptr}/in"),
-                "must be one of path, query, header, cookie",
-            ))
-        }
-    };
-    let required = location == Location::Path || p.get("required") == Some(&Value::Bool(true));
-    let default_style = match location {
-        Location::Path | Location::Header => Style::Simple,
-        _ => Style::Form,
-    };
-    let style = match p.get("style") {
-        None => default_style,
-        Some(s) => s
-            .as_str()
-            .and_then(parse_style)
-            .ok_or_else(|| err(&format!("{ptr}/style"), "unknown style"))?,
-    };
-    let allowed = match location {
-        Location::Path => matches!(style, Style::Simple | Style::Label | Style::Matrix),
-        Location::Query => matches!(
-            style,
-            Style::Form | Style::SpaceDelimited | Style::PipeDelimited | Style::DeepObject
-        ),
-        Location::Header => style == Style::Simple,
-        Location::Cookie => style == Style::Form,
-    };
-    if !allowed {
-        return Err(err(
-            &format!("{ptr}/style"),
-            format!("style not allowed for `in: {}`", location.name()),
-        ));
-    }
-    let explode = match p.get("explode") {
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(err(&format!("{ptr}/explode"), "must be a boolean")),
-        None => style == Style::Form,
-    };
-    let (shape, schema_ptr) = if let Some(s) = p.get("schema") {
-        (
-            shape_of(doc, &format!("{ptr}/schema"), s),
-            Some(format!("{ptr}/schema")),
-        )
-    } else if let Some(Value::Object(content)) = p.get("content") {
-        let Some((mt, m)) = content.iter().next() else {
-            return Err(err(&format!("{ptr}/content"), "must have one entry"));
-        };
-        let sp = m
-            .get("schema")
-            .map(|_| format!("{ptr}/content/{}/schema", tok(mt)));
-        (Shape::Json, sp)
-    } else {
-        (Shape::Primitive(Types::default()), None)
-    };
-    let param = Param {
-        name: if location == Location::Header {
-            name.to_ascii_lowercase()
-        } else {
-            name.to_string()
-        },
-        location,
-        required,
-        style,
-        explode,
-        allow_empty: p.get("allowEmptyValue") == Some(&Value::Bool(true)),
-        shape,
-        schema: None,
-    };
-    Ok(RawParam { param, schema_ptr })
-}
-
-/// Loads and compiles a document. `base_path` (config) overrides the servers' paths.
+/// [`load_with`] the default `canonical` settings.
 pub fn load(
     config_spec: &Value,
     base_path: Option<&str>,
     assert_formats: bool,
+) -> Result<Spec, SpecError> {
+    load_with(
+        config_spec,
+        base_path,
+        assert_formats,
+        &CanonConfig::default(),
+    )
+}
+
+/// A base path in the form request paths are compared in: canonical, lower-cased when case
+/// does not count, no trailing slash (`""`: the root).
+pub fn canonical_base(b: &str, canon: &CanonConfig) -> Result<String, String> {
+    let b = normalize_base(b);
+    if b.is_empty() {
+        return Ok(b);
+    }
+    let c =
+        canonical_path(&b, canon).map_err(|a| format!("ambiguous base path: {}", a.detail()))?;
+    Ok(normalize_base(&c))
+}
+
+/// Loads and compiles a document. `base_path` (config) overrides the servers' paths; `canon`
+/// says how paths compare (case, trailing slash) and whether `HEAD` is `GET`.
+pub fn load_with(
+    config_spec: &Value,
+    base_path: Option<&str>,
+    assert_formats: bool,
+    canon: &CanonConfig,
 ) -> Result<Spec, SpecError> {
     let mut doc = parse_document(config_spec)?;
     if !doc.is_object() {
@@ -546,12 +260,23 @@ pub fn load(
         translate_document_30(&mut doc, assert_formats, 0);
     }
     let base_paths = match base_path {
-        Some(b) => vec![normalize_base(b)],
-        None => server_base_paths(&doc)?,
+        Some(b) => vec![canonical_base(b, canon).map_err(|e| err("", e))?],
+        None => {
+            let mut out = Vec::new();
+            for b in server_base_paths(&doc)? {
+                out.push(canonical_base(&b, canon).map_err(|e| err("/servers", e))?);
+            }
+            out.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            out.dedup();
+            out
+        }
     };
 
     let mut items = Vec::new();
-    let mut router = Router::default();
+    let mut router = Router::new(
+        canon.case_insensitive_paths,
+        canon.trailing_slash_insensitive,
+    );
     let mut schema_ptrs: Vec<String> = Vec::new();
     // (item, operation, Some(param) | None for body media type) per schema pointer.
     let mut targets: Vec<(usize, usize, Target)> = Vec::new();
@@ -703,6 +428,7 @@ pub fn load(
         });
     }
 
+    let literals = Literals::collect(&doc, assert_formats);
     let (schemas, indices) =
         schema::compile(doc, &schema_ptrs, dialect, assert_formats).map_err(|e| err("", e))?;
     for ((item, op, target), idx) in targets.into_iter().zip(indices) {
@@ -725,9 +451,11 @@ pub fn load(
     Ok(Spec {
         version,
         base_paths,
+        canon: canon.clone(),
         items,
         router,
         schemas,
+        literals,
     })
 }
 
@@ -747,7 +475,8 @@ impl Spec {
             .collect()
     }
 
-    /// Removes the base path; `None` when the path is outside every base path.
+    /// Removes the base path from a canonical path; `None` when the path is outside every
+    /// base path. Compares without regard to case with `case_insensitive_paths`.
     pub fn strip_base<'a>(&self, path: &'a str) -> Option<&'a str> {
         if self.base_paths.is_empty() {
             return Some(path);
@@ -756,7 +485,11 @@ impl Spec {
             if b.is_empty() {
                 return Some(path);
             }
-            if let Some(rest) = path.strip_prefix(b.as_str()) {
+            let head = path.get(..b.len());
+            let same = head.is_some_and(|h| {
+                h == b || (self.canon.case_insensitive_paths && h.eq_ignore_ascii_case(b))
+            });
+            if let (true, Some(rest)) = (same, path.get(b.len()..)) {
                 if rest.is_empty() {
                     return Some("/");
                 }
@@ -770,131 +503,4 @@ impl Spec {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn yaml_and_json_strings_load_the_same() {
-        let yaml = "openapi: 3.0.3\ninfo: {title: t, version: '1'}\nservers:\n  - url: https://api.example.com/v1\npaths:\n  /pets/{id}:\n    get:\n      parameters:\n        - {name: id, in: path, required: true, schema: {type: integer}}\n      responses:\n        200: {description: ok}\n";
-        let s = load(&Value::String(yaml.into()), None, true).unwrap();
-        assert_eq!(s.base_paths, vec!["/v1".to_string()]);
-        assert_eq!(
-            s.items[0].operations[0].params[0].shape,
-            Shape::Primitive(Types {
-                integer: true,
-                ..Types::default()
-            })
-        );
-        let j =
-            serde_json::to_string(&parse_document(&Value::String(yaml.into())).unwrap()).unwrap();
-        let s2 = load(&Value::String(j), None, true).unwrap();
-        assert_eq!(s2.items.len(), 1);
-        assert!(parse_document(&Value::String("openapi: [".into()))
-            .unwrap_err()
-            .reason
-            .contains("YAML"));
-        assert!(parse_document(&json!(5)).is_err());
-    }
-
-    #[test]
-    fn errors_name_the_pointer() {
-        let cases = [
-            (json!({"openapi": "2.0", "paths": {}}), "/openapi"),
-            (json!({"swagger": "2.0"}), "/openapi"),
-            (
-                json!({"openapi": "3.1.0", "jsonSchemaDialect": "https://x.invalid/d", "paths": {}}),
-                "/jsonSchemaDialect",
-            ),
-            (
-                json!({"openapi": "3.0.0", "paths": {"/a": {"get": {"parameters": [{"in": "query"}]}}}}),
-                "/paths/~1a/get/parameters/0",
-            ),
-            (
-                json!({"openapi": "3.0.0", "paths": {"/a": {"get": {"parameters": [{"name": "x", "in": "body"}]}}}}),
-                "/paths/~1a/get/parameters/0/in",
-            ),
-            (
-                json!({"openapi": "3.0.0", "paths": {"/a": {"get": {"parameters": [{"name": "x", "in": "query", "style": "matrix"}]}}}}),
-                "/paths/~1a/get/parameters/0/style",
-            ),
-            (
-                json!({"openapi": "3.0.0", "paths": {"/a": {"get": {"parameters": [{"$ref": "#/components/parameters/nope"}]}}}}),
-                "/paths/~1a/get/parameters/0/$ref",
-            ),
-            (
-                json!({"openapi": "3.0.0", "paths": {"/a": {"get": {"parameters": [{"$ref": "other.yaml#/x"}]}}}}),
-                "/paths/~1a/get/parameters/0/$ref",
-            ),
-            (
-                json!({"openapi": "3.0.0", "paths": {"/a": {"get": {"parameters": [{"name": "id", "in": "path", "schema": {}}]}}}}),
-                "/paths/~1a/get",
-            ),
-            (
-                json!({"openapi": "3.0.0", "paths": {"/a/{x": {}}}),
-                "/paths/~1a~1{x",
-            ),
-            // Equivalent templates declaring the same method: ambiguous.
-            (
-                json!({"openapi": "3.0.0", "paths": {
-                    "/a/{x}": {"get": {}, "put": {}},
-                    "/a/{y}": {"delete": {}, "put": {}}}}),
-                "/paths/~1a~1{y}",
-            ),
-        ];
-        for (doc, ptr) in cases {
-            let e = load(&doc, None, true).unwrap_err();
-            assert_eq!(e.pointer, ptr, "{doc} → {e}");
-        }
-        // Invalid schema: the message names the schema's pointer.
-        let doc = json!({"openapi": "3.0.0", "paths": {"/a": {"post": {"requestBody": {"content": {"application/json": {"schema": {"type": 5}}}}}}}});
-        let e = load(&doc, None, true).unwrap_err();
-        assert!(
-            e.reason
-                .contains("#/paths/~1a/post/requestBody/content/application~1json/schema"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn params_merge_and_refs_resolve() {
-        let doc = json!({
-            "openapi": "3.1.0",
-            "servers": [{"url": "{scheme}://h/{ver}", "variables": {"scheme": {"default": "https"}, "ver": {"default": "v2"}}}, {"url": "/"}],
-            "components": {"parameters": {"Limit": {"name": "limit", "in": "query", "schema": {"$ref": "#/components/schemas/L"}}},
-                           "schemas": {"L": {"type": ["integer", "null"]}},
-                           "requestBodies": {"B": {"required": true, "content": {"Application/JSON; charset=utf-8": {"schema": {"type": "object"}}}}}},
-            "paths": {"/items/{id}": {
-                "parameters": [{"name": "id", "in": "path", "schema": {"type": "string"}}, {"name": "limit", "in": "query"}],
-                "get": {"parameters": [{"$ref": "#/components/parameters/Limit"}, {"name": "Authorization", "in": "header"}]},
-                "put": {"requestBody": {"$ref": "#/components/requestBodies/B"}}
-            }}
-        });
-        let s = load(&doc, None, true).unwrap();
-        assert_eq!(s.base_paths, vec!["/v2".to_string(), String::new()]);
-        let get = &s.items[0].operations[0];
-        assert_eq!(get.params.len(), 2);
-        let limit = get.params.iter().find(|p| p.name == "limit").unwrap();
-        assert_eq!(
-            limit.shape,
-            Shape::Primitive(Types {
-                integer: true,
-                null: true,
-                ..Types::default()
-            })
-        );
-        assert!(limit.schema.is_some());
-        let put = &s.items[0].operations[1];
-        let body = put.body.as_ref().unwrap();
-        assert!(body.required);
-        assert_eq!(body.content[0].range, "application/json");
-        assert!(body.content[0].schema.is_some());
-        assert_eq!(s.items[0].allow(), "GET, PUT, HEAD");
-        assert_eq!(s.strip_base("/v2/items/1"), Some("/items/1"));
-        assert_eq!(
-            s.strip_base("/v2x/items"),
-            Some("/v2x/items"),
-            "falls back to the root server"
-        );
-    }
-}
+mod tests;

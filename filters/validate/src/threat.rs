@@ -8,6 +8,7 @@
 //! `"a"` and `"\u0061"` count as the same name (the classic parser-differential trick).
 
 use crate::config::JsonLimits;
+use crate::numbers::Literals;
 use std::collections::HashSet;
 
 /// Why a body was refused.
@@ -42,10 +43,25 @@ struct Scanner<'a> {
     i: usize,
     stack: Vec<Frame>,
     limits: &'a JsonLimits,
+    /// The schemas' numbers, when the body is validated against a schema.
+    literals: Option<&'a Literals>,
+    /// Numbers the schema must be given as a stand-in (`crate::numbers`): pointer, value.
+    stand_ins: Vec<(String, serde_json::Value)>,
 }
 
 /// Checks `body` against `limits`. `Ok` means it is one well-formed JSON text within every limit.
 pub fn scan(body: &[u8], limits: &JsonLimits) -> Result<(), Threat> {
+    scan_numbers(body, limits, None).map(|_| ())
+}
+
+/// [`scan`], and every number checked against the schemas' `literals`: `Ok` has the numbers
+/// to validate as a stand-in (JSON Pointer, value); a number that cannot be checked exactly
+/// is refused with the keyword it could not be given to.
+pub fn scan_numbers(
+    body: &[u8],
+    limits: &JsonLimits,
+    literals: Option<&Literals>,
+) -> Result<Vec<(String, serde_json::Value)>, Threat> {
     if std::str::from_utf8(body).is_err() {
         return Err(Threat {
             pointer: String::new(),
@@ -58,8 +74,11 @@ pub fn scan(body: &[u8], limits: &JsonLimits) -> Result<(), Threat> {
         i: 0,
         stack: Vec::new(),
         limits,
+        literals,
+        stand_ins: Vec::new(),
     };
-    s.run()
+    s.run()?;
+    Ok(s.stand_ins)
 }
 
 impl Scanner<'_> {
@@ -299,6 +318,37 @@ impl Scanner<'_> {
     }
 
     fn number(&mut self) -> Result<(), Threat> {
+        let start = self.i;
+        self.number_syntax()?;
+        let Some(lits) = self.literals else {
+            return Ok(());
+        };
+        let text = std::str::from_utf8(self.b.get(start..self.i).unwrap_or_default());
+        match lits.check(text.unwrap_or_default()) {
+            Ok(None) => {
+                if self.limits.allow_duplicate_names && !self.stand_ins.is_empty() {
+                    // A repeated name: the later value is the one validated.
+                    let p = self.pointer();
+                    self.stand_ins.retain(|(q, _)| *q != p);
+                }
+                Ok(())
+            }
+            Ok(Some(w)) => {
+                let p = self.pointer();
+                self.stand_ins.push((p, w));
+                Ok(())
+            }
+            Err(e) if e.keyword == "json" => {
+                Err(self.err("json", "body is not valid JSON (number out of range)"))
+            }
+            Err(e) => Err(self.err(
+                e.keyword,
+                "number cannot be checked exactly against the schema",
+            )),
+        }
+    }
+
+    fn number_syntax(&mut self) -> Result<(), Threat> {
         if self.peek() == Some(b'-') {
             self.i += 1;
         }
@@ -423,166 +473,5 @@ impl Scanner<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lim() -> JsonLimits {
-        JsonLimits::default()
-    }
-
-    fn check(body: &str, l: &JsonLimits) -> Result<(), (String, &'static str)> {
-        scan(body.as_bytes(), l).map_err(|t| (t.pointer, t.keyword))
-    }
-
-    #[test]
-    fn accepts_valid_documents() {
-        for ok in [
-            "{}",
-            "[]",
-            " {\"a\": [1, 2.5, -0.1e+3, true, false, null, \"x\\u00e9\\ud83d\\ude00\"], \"b\": {}} ",
-            "\"just a string\"",
-            "0",
-            "-12",
-            "[[],[[]],{}]",
-            "{\"a\":{\"b\":{\"c\":[]}}}",
-        ] {
-            assert_eq!(check(ok, &lim()), Ok(()), "{ok}");
-        }
-    }
-
-    #[test]
-    fn rejects_syntax_errors() {
-        for bad in [
-            "",
-            "{",
-            "[1,]",
-            "{\"a\":1,}",
-            "{\"a\" 1}",
-            "{a:1}",
-            "[01]",
-            "[1.]",
-            "[.5]",
-            "[1e]",
-            "nul",
-            "tru",
-            "\"abc",
-            "\"a\u{1}b\"",
-            "\"\\x\"",
-            "\"\\ud800\"",
-            "\"\\udc00\"",
-            "{} {}",
-            "[1] x",
-            "{\"a\":1]",
-            "[1}",
-            "'a'",
-            "NaN",
-        ] {
-            let r = check(bad, &lim());
-            assert!(matches!(r, Err((_, "json"))), "{bad:?} gave {r:?}");
-        }
-        assert_eq!(scan(b"\"\xff\"", &lim()).unwrap_err().keyword, "json");
-    }
-
-    #[test]
-    fn depth_limit_is_exact_and_iterative() {
-        let l = JsonLimits {
-            max_depth: 3,
-            ..lim()
-        };
-        assert_eq!(check("[[[1]]]", &l), Ok(()));
-        assert_eq!(check("[[[[1]]]]", &l), Err(("/0/0/0".into(), "maxDepth")));
-        assert_eq!(
-            check("{\"a\":{\"b\":{\"c\":{}}}}", &l),
-            Err(("/a/b/c".into(), "maxDepth"))
-        );
-        // Far deeper than any call stack would allow with recursion: refused, no crash.
-        let deep = "[".repeat(1_000_000);
-        assert_eq!(scan(deep.as_bytes(), &l).unwrap_err().keyword, "maxDepth");
-        let l = JsonLimits {
-            max_depth: 120,
-            ..lim()
-        };
-        assert_eq!(scan(deep.as_bytes(), &l).unwrap_err().keyword, "maxDepth");
-    }
-
-    #[test]
-    fn counts_and_lengths() {
-        let l = JsonLimits {
-            max_array_elements: 3,
-            max_object_entries: 2,
-            max_name_length: 4,
-            max_string_length: 5,
-            ..lim()
-        };
-        assert_eq!(check("{\"x\":[1,2,3]}", &l), Ok(()));
-        assert_eq!(
-            check("{\"x\":[1,2,3,4]}", &l),
-            Err(("/x".into(), "maxArrayElements"))
-        );
-        assert_eq!(check("{\"a\":1,\"b\":2}", &l), Ok(()));
-        assert_eq!(
-            check("{\"o\":{\"a\":1,\"b\":2,\"c\":3}}", &l),
-            Err(("/o".into(), "maxObjectEntries"))
-        );
-        assert_eq!(check("{\"abcd\":1}", &l), Ok(()));
-        assert_eq!(
-            check("{\"abcde\":1}", &l),
-            Err(("/abcde".into(), "maxNameLength"))
-        );
-        // Lengths count characters, escapes count once.
-        assert_eq!(check("[\"ééééé\"]", &l), Ok(()));
-        assert_eq!(
-            check("[\"\\u0041\\u0042\\n\\t\\ud83d\\ude00\"]", &l),
-            Ok(())
-        );
-        assert_eq!(
-            check("[0,\"abcdef\"]", &l),
-            Err(("/1".into(), "maxStringLength"))
-        );
-        // 0 disables.
-        let off = JsonLimits {
-            max_array_elements: 0,
-            max_string_length: 0,
-            ..lim()
-        };
-        let big = format!("[{}\"{}\"]", "1,".repeat(20_000), "x".repeat(100_000));
-        assert_eq!(check(&big, &off), Ok(()));
-        assert_eq!(check(&big, &lim()), Err(("".into(), "maxArrayElements")));
-    }
-
-    #[test]
-    fn duplicate_names_after_unescaping() {
-        assert_eq!(
-            check("{\"a\":1,\"a\":2}", &lim()),
-            Err(("/a".into(), "duplicateName"))
-        );
-        assert_eq!(
-            check("{\"a\":1,\"\\u0061\":2}", &lim()),
-            Err(("/a".into(), "duplicateName"))
-        );
-        assert_eq!(
-            check("{\"x\":{\"a/b\":1,\"a\\/b\":2}}", &lim()),
-            Err(("/x/a~1b".into(), "duplicateName"))
-        );
-        // Same name in different objects is fine.
-        assert_eq!(check("[{\"a\":1},{\"a\":2}]", &lim()), Ok(()));
-        let allow = JsonLimits {
-            allow_duplicate_names: true,
-            ..lim()
-        };
-        assert_eq!(check("{\"a\":1,\"a\":2}", &allow), Ok(()));
-    }
-
-    #[test]
-    fn pointers_follow_position() {
-        let l = JsonLimits {
-            max_string_length: 2,
-            ..lim()
-        };
-        assert_eq!(
-            check("{\"a\":[{\"b\":\"ok\"},{\"c~\":\"long\"}]}", &l),
-            Err(("/a/1/c~0".into(), "maxStringLength"))
-        );
-        assert_eq!(check("{\"a\":[1,2,", &l), Err(("/a/2".into(), "json")));
-    }
-}
+#[path = "threat_tests.rs"]
+mod tests;

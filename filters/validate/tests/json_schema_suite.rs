@@ -13,7 +13,10 @@
 
 #![allow(clippy::unwrap_used)] // test code: a broken suite file should fail loudly
 
+use meshwall_validate::config::JsonLimits;
+use meshwall_validate::numbers::{apply, Literals};
 use meshwall_validate::schema::{compile_with_preloaded, translate_30, Dialect};
+use meshwall_validate::threat::scan_numbers;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -117,6 +120,7 @@ fn run(draft_dir: &str, dialect: Dialect, assert_formats: bool) -> Tally {
             if dialect == Dialect::Oas30 {
                 translate_30(&mut schema, assert_formats);
             }
+            let literals = Literals::collect(&schema, assert_formats);
             let compiled = compile_with_preloaded(
                 schema,
                 &[String::new()],
@@ -133,8 +137,28 @@ fn run(draft_dir: &str, dialect: Dialect, assert_formats: bool) -> Tally {
                 match &compiled {
                     Err(e) => t.failed.push(format!("{name}: compile error: {e}")),
                     Ok((c, idx)) => {
+                        // As a request body goes: its text scanned (numbers checked against
+                        // the schema's literals), parsed, stand-ins put in, validated.
+                        let text = serde_json::to_vec(&test["data"]).unwrap();
+                        let limits = JsonLimits {
+                            max_depth: 120,
+                            max_array_elements: 0,
+                            max_object_entries: 0,
+                            max_name_length: 0,
+                            max_string_length: 0,
+                            allow_duplicate_names: false,
+                        };
+                        let stand_ins = match scan_numbers(&text, &limits, Some(&literals)) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                t.failed.push(format!("{name}: refused by the scan: {e:?}"));
+                                continue;
+                            }
+                        };
+                        let mut data: Value = serde_json::from_slice(&text).unwrap();
+                        apply(&mut data, &stand_ins);
                         let mut out = Vec::new();
-                        let got = c.validate(idx[0], &test["data"], "body", "", 10, &mut out);
+                        let got = c.validate(idx[0], &data, "body", "", 10, &mut out);
                         if got == want {
                             t.passed += 1;
                         } else {
@@ -174,7 +198,10 @@ fn draft2020_12_as_openapi_31() {
     let t = run("draft2020-12", Dialect::Oas31(boon::Draft::V2020_12), false);
     let rate = report("draft2020-12 (OpenAPI 3.1 mode)", &t);
     assert!(t.passed > 1000, "suite looks incomplete");
-    assert!(rate >= 99.0, "pass rate {rate:.2}% below 99%");
+    assert!(
+        t.failed.is_empty() && t.skipped_tests == 0,
+        "pass rate {rate:.2}%"
+    );
 }
 
 #[test]
@@ -183,5 +210,8 @@ fn draft4_through_the_openapi_30_translation() {
     let t = run("draft4", Dialect::Oas30, true);
     let rate = report("draft4 (OpenAPI 3.0 translation)", &t);
     assert!(t.passed > 500, "suite looks incomplete");
-    assert!(rate >= 99.0, "pass rate {rate:.2}% below 99%");
+    assert!(
+        t.failed.is_empty() && t.skipped_tests == 0,
+        "pass rate {rate:.2}%"
+    );
 }

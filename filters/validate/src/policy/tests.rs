@@ -558,3 +558,5 @@ fn equivalent_templates_with_disjoint_methods_route_by_method() {
     );
     assert_eq!(status(&run(&p, &h, &pre, None)), 200);
 }
+
+mod canon;

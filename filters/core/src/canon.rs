@@ -398,10 +398,26 @@ pub fn canonical_path(raw: &str, cfg: &CanonConfig) -> Result<String, Ambiguity>
     if canon.is_empty() || trailing {
         canon.push('/');
     }
+    // `%25%34%31`: decoding the unreserved `%34%31` made `%2541`, which a second decoding
+    // turns into `%41` and then `A`.
+    if has_double_encoding(&canon) {
+        return Err(Ambiguity::DoubleEncoding);
+    }
     if cfg.case_insensitive_paths {
         canon.make_ascii_lowercase();
     }
     Ok(canon)
+}
+
+/// `%25` followed by two hex digits: a second percent-decoding changes the text.
+fn has_double_encoding(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.windows(5).any(|w| {
+        w.first() == Some(&b'%')
+            && w.get(1..3) == Some(b"25")
+            && w.get(3).copied().and_then(hex).is_some()
+            && w.get(4).copied().and_then(hex).is_some()
+    })
 }
 
 /// A header name as CGI-style servers see it: lower-case, `_` read as `-`.

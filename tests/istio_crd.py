@@ -28,6 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 ISTIO_DATA = ROOT / "tests" / "data" / "istio"  # vendored: see its SOURCE.md
 CRD_PATH = ISTIO_DATA / "wasmplugin-crd.yaml"
+TE_CRD_PATH = ISTIO_DATA / "trafficextension-crd.yaml"
 INT32 = (-(2 ** 31), 2 ** 31 - 1)
 
 
@@ -130,6 +131,14 @@ RULES: dict[str, Callable] = {
     # spec: at most one of selector / targetRef / targetRefs
     "(has(self.selector) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1":
         lambda v: sum(k in v for k in ("selector", "targetRef", "targetRefs")) <= 1,
+    # TrafficExtension (Istio >= 1.30): the same url rule with the schemes in another order,
+    'isURL(self) ? (url(self).getScheme() in ["", "http", "https", "file", "oci"]) : (isURL("http://" + self) &&\n'
+    'url("http://" + self).getScheme() in ["", "http", "https", "file", "oci"])': _url_rule,
+    # at most one of selector / targetRefs,
+    "(has(self.selector) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1":
+        lambda v: sum(k in v for k in ("selector", "targetRefs")) <= 1,
+    # and exactly one of a Wasm module or a Lua script.
+    "has(self.wasm) != has(self.lua)": lambda v: ("wasm" in v) != ("lua" in v),
 }
 _PY_TYPES = {"object": dict, "array": list, "string": str}
 

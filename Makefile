@@ -19,7 +19,7 @@ setup:
 # Every policy → target/wasm32-wasip1/release/meshwall_<policy>.wasm (its `module` feature
 # exports it), and the suite → meshwall.wasm (all policies, one module). The suite is built
 # first: it links the policies without their exports.
-POLICIES := headers access cors jwt ratelimit validate
+POLICIES := headers access cors jwt apikey ratelimit validate
 build: setup
 	cargo build --release --target $(WASM_TARGET) -p meshwall-suite
 	cargo build --release --target $(WASM_TARGET) $(foreach p,$(POLICIES),-p meshwall-$(p)) --features module

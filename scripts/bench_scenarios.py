@@ -238,6 +238,8 @@ def scenario_chain(mode):
              Variant("suite without validate", [suite_filter({k: v for k, v in sections.items() if k != "validate"})], load=load)])
 
 
-SCENARIOS = {"chain": scenario_chain, "headers": scenario_headers, "jwt-cached": scenario_jwt_cached,
+from bench_apikey import scenario_apikey  # noqa: E402  (it imports Variant, Load, wasm_filter from here)
+
+SCENARIOS = {"chain": scenario_chain, "apikey": scenario_apikey, "headers": scenario_headers, "jwt-cached": scenario_jwt_cached,
              "jwt-es256": scenario_jwt_es256, "jwt-rs256": scenario_jwt_rs256, "ratelimit": scenario_ratelimit,
              "validate": scenario_validate}

@@ -8,6 +8,7 @@ and which clusters istiod would give the gateway for them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from contextlib import ExitStack, contextmanager
@@ -401,6 +402,100 @@ def probe_cors(envoy, cfg, mesh=None):
     assert r.header("access-control-allow-origin") is None, r
 
 
+# --- apikey -------------------------------------------------
+
+# The demo keys of envoy/apikey.yaml and istio/apikey.yaml (the manifests hold only their digests).
+APIKEY_DEMO_KEYS = ["demo-mobile-4f1c9e27b8", "demo-ops-9a3d5b61c0", "demo-batch-2e7f08d4a6"]
+
+
+def _apikey_consumers(cfg: dict) -> dict:
+    """Consumer name → (a key of it, its groups), for the consumers whose key is a demo key."""
+    known = {"sha256:" + hashlib.sha256(k.encode()).hexdigest(): k for k in APIKEY_DEMO_KEYS}
+    out = {}
+    for c in cfg["consumers"]:
+        keys = [known[k.lower()] for k in c["keys"] if k.lower() in known]
+        if keys:
+            out[c["name"]] = (keys[0], c.get("groups", []))
+    assert out, "the manifest's consumers use the demo keys (tests/istio_filters.py APIKEY_DEMO_KEYS)"
+    return out
+
+
+def _apikey_header(cfg: dict) -> str:
+    return (cfg.get("from_headers") or [{"name": "x-api-key"}])[0]["name"]
+
+
+def _apikey_protected_path(cfg: dict) -> str:
+    path = "/istio/needs-a-key"
+    for rule in cfg.get("rules", []):
+        m = rule["match"]
+        assert m.get("path") != path and not path.startswith(m.get("prefix", "\0")), rule
+    return path
+
+
+def apikey_reply(envoy, cfg: dict, mesh=None):
+    # No key on a route that needs one: 401 from the plugin.
+    r = envoy.request("GET", _apikey_protected_path(cfg))
+    assert is_problem(r, 401) and r.json()["detail"] == "API key is missing", r
+    assert r.header("www-authenticate") == f'APIKey realm="{cfg.get("realm", "meshwall")}"', r
+    return r
+
+
+def apikey_credentials(envoy, cfg: dict, mesh=None) -> list:
+    key, _ = next(iter(_apikey_consumers(cfg).values()))
+    return [(_apikey_header(cfg), key)]
+
+
+def probe_apikey(envoy, cfg: dict, mesh=None) -> None:
+    before = prometheus(envoy)
+    consumers = _apikey_consumers(cfg)
+    header = _apikey_header(cfg)
+    name_h = cfg.get("consumer_header", "x-consumer-name")
+    groups_h = cfg.get("groups_header", "x-consumer-groups")
+    path = _apikey_protected_path(cfg)
+    spoofed = [(name_h, "root"), (groups_h, "admin")]
+    # Each consumer's key: through, the upstream told who called (never what the client claimed),
+    # without the key.
+    for name, (key, groups) in consumers.items():
+        r = envoy.request("GET", path, [(header, key)] + spoofed)
+        assert r.status == 200, r
+        up: dict = {}
+        for k, v in r.json()["headers"]:
+            up.setdefault(k, []).append(v)
+        assert up[name_h] == [name], up
+        assert up.get(groups_h) == ([", ".join(groups)] if groups else None), up
+        assert header not in up, "the key does not reach the upstream"
+    apikey_reply(envoy, cfg)
+    r = envoy.request("GET", path, [(header, "not-a-configured-key")])
+    assert is_problem(r, 401) and r.json()["detail"] == "API key is not valid", r
+    # Group rules: 403 for a consumer outside the groups, 200 for one inside.
+    forbidden = 0
+    for rule in cfg.get("rules", []):
+        if not rule.get("groups") or not rule["match"].get("prefix"):
+            continue
+        method = (rule["match"].get("methods") or ["GET"])[0]
+        for name, (key, groups) in consumers.items():
+            r = envoy.request(method, rule["match"]["prefix"], [(header, key)])
+            if set(groups) & set(rule["groups"]):
+                assert r.status == 200, (name, r)
+            else:
+                assert is_problem(r, 403), (name, r)
+                forbidden += 1
+    # Routes without a key: through, the consumer headers still stripped.
+    for rule in cfg.get("rules", []):
+        if rule.get("requires") is False and rule["match"].get("path"):
+            r = envoy.request("GET", rule["match"]["path"], spoofed)
+            assert r.status == 200 and not {name_h, groups_h} & {k for k, _ in r.json()["headers"]}, r
+    after = prometheus(envoy)
+
+    def delta(metric):
+        return after.get(metric, 0) - before.get(metric, 0)
+
+    assert delta("meshwall_apikey_denied_missing") == 1
+    assert delta("meshwall_apikey_denied_invalid") == 1
+    assert delta("meshwall_apikey_denied_forbidden") == forbidden
+    assert after["meshwall_apikey_consumers"] == len(cfg["consumers"])
+
+
 FILTERS: dict[str, FilterCase] = {
     "headers": FilterCase(probe=probe_headers),
     "jwt": FilterCase(probe=probe_jwt, local_reply=jwt_reply, mesh=jwt_mesh, credentials=jwt_credentials),
@@ -408,4 +503,5 @@ FILTERS: dict[str, FilterCase] = {
     "validate": FilterCase(probe=probe_validate, local_reply=validate_reply),
     "access": FilterCase(probe=probe_access, local_reply=access_reply),
     "cors": FilterCase(probe=probe_cors, local_reply=cors_reply),
+    "apikey": FilterCase(probe=probe_apikey, local_reply=apikey_reply, credentials=apikey_credentials),
 }

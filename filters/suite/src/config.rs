@@ -1,6 +1,7 @@
 //! The suite's configuration: one optional section per policy, each the policy's own JSON.
 
 use meshwall_access::config::AccessConfig;
+use meshwall_apikey::config::ApiKeyConfig;
 use meshwall_cors::config::CorsConfig;
 use meshwall_headers::config::HeadersConfig;
 use meshwall_jwt::config::JwtConfig;
@@ -19,6 +20,8 @@ pub struct SuiteConfig {
     pub cors: Option<CorsConfig>,
     #[serde(default)]
     pub jwt: Option<JwtConfig>,
+    #[serde(default)]
+    pub apikey: Option<ApiKeyConfig>,
     #[serde(default)]
     pub ratelimit: Option<RateLimitConfig>,
     #[serde(default)]

@@ -2,6 +2,7 @@
 
 use crate::config::SuiteConfig;
 use meshwall_access::AccessPolicy;
+use meshwall_apikey::ApiKeyPolicy;
 use meshwall_core::{
     Action, Body, CalloutResponse, Chain, ConfigError, HeaderOp, Headers, Host, Policy, Request,
     Response,
@@ -13,18 +14,29 @@ use meshwall_ratelimit::RateLimitPolicy;
 use meshwall_validate::ValidatePolicy;
 use std::time::Duration;
 
-/// Requests: headers (request cleanup) → access → cors → jwt → ratelimit → validate; responses
-/// the other way, so headers cleans every response, local replies included, last.
+/// Requests: headers (request cleanup) → access → cors → jwt → apikey → ratelimit → validate;
+/// responses the other way, so headers cleans every response, local replies included, last.
 type Policies = Chain<
     HeadersPolicy,
     Chain<
         AccessPolicy,
-        Chain<CorsPolicy, Chain<JwtPolicy, Chain<RateLimitPolicy, ValidatePolicy>>>,
+        Chain<
+            CorsPolicy,
+            Chain<JwtPolicy, Chain<ApiKeyPolicy, Chain<RateLimitPolicy, ValidatePolicy>>>,
+        >,
     >,
 >;
 
 /// The order of the sections, as requests meet them.
-pub const ORDER: &[&str] = &["headers", "access", "cors", "jwt", "ratelimit", "validate"];
+pub const ORDER: &[&str] = &[
+    "headers",
+    "access",
+    "cors",
+    "jwt",
+    "apikey",
+    "ratelimit",
+    "validate",
+];
 
 pub struct SuitePolicy {
     chain: Policies,
@@ -40,6 +52,15 @@ impl SuitePolicy {
 
 /// Checks that need two sections at once.
 fn check_together(c: &SuiteConfig) -> Result<(), ConfigError> {
+    if let (Some(_), Some(apikey)) = (&c.cors, &c.apikey) {
+        if apikey.bypass_cors_preflight {
+            return Err(ConfigError::new(
+                "apikey.bypass_cors_preflight",
+                "not with a `cors` section: cors answers the preflights it allows before apikey, \
+                 and the others must not pass without a key",
+            ));
+        }
+    }
     if let (Some(_), Some(jwt)) = (&c.cors, &c.jwt) {
         if jwt.bypass_cors_preflight {
             // cors answers the preflights it allows before jwt sees them; with the bypass on,
@@ -66,6 +87,7 @@ impl Policy for SuitePolicy {
             c.access.is_some(),
             c.cors.is_some(),
             c.jwt.is_some(),
+            c.apikey.is_some(),
             c.ratelimit.is_some(),
             c.validate.is_some(),
         ];
@@ -79,7 +101,10 @@ impl Policy for SuitePolicy {
                 c.headers,
                 Some((
                     c.access,
-                    Some((c.cors, Some((c.jwt, Some((c.ratelimit, c.validate)))))),
+                    Some((
+                        c.cors,
+                        Some((c.jwt, Some((c.apikey, Some((c.ratelimit, c.validate)))))),
+                    )),
                 )),
             ),
             host,

@@ -34,6 +34,33 @@ impl Action {
     }
 }
 
+/// A policy's decision once the body it asked for is there: what a body phase may answer (it
+/// cannot ask for the body again).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Let the request go on, after applying these changes to its headers (they reach the
+    /// upstream only when the headers were held for the body).
+    Continue(Vec<HeaderOp>),
+    /// Answer the request here; the body never reaches the upstream.
+    Reply(LocalReply),
+}
+
+impl Verdict {
+    /// Continue without changes.
+    pub fn proceed() -> Self {
+        Verdict::Continue(Vec::new())
+    }
+}
+
+impl From<Verdict> for Action {
+    fn from(v: Verdict) -> Self {
+        match v {
+            Verdict::Continue(ops) => Action::Continue(ops),
+            Verdict::Reply(r) => Action::Reply(r),
+        }
+    }
+}
+
 /// The request body as handed to `Policy::on_request_body`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Body<'a> {

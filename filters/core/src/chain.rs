@@ -9,7 +9,7 @@
 //! the chain until the body is complete: the later policies then run their header phase, and
 //! their body phase on the same body.
 
-use crate::action::{Action, Body};
+use crate::action::{Action, Body, Verdict};
 use crate::config::ConfigError;
 use crate::host::{CalloutResponse, Host};
 use crate::http::{HeaderOp, Headers, Request, Response};
@@ -180,40 +180,39 @@ impl<A: Policy, B: Policy> Policy for Chain<A, B> {
         _req: &Request,
         body: Body<'_>,
         host: &dyn Host,
-    ) -> Action {
+    ) -> Verdict {
         match std::mem::take(&mut ex.waiting) {
-            Waiting::None => Action::proceed(),
+            Waiting::None => Verdict::proceed(),
             Waiting::Second(req) => match &self.second {
                 Some(b) => b.on_request_body(&mut ex.second, &req, body, host),
-                None => Action::proceed(),
+                None => Verdict::proceed(),
             },
             Waiting::First(req) => {
                 let Some(a) = &self.first else {
-                    return Action::proceed();
+                    return Verdict::proceed();
                 };
                 let ops = match a.on_request_body(&mut ex.first, &req, body, host) {
-                    Action::Reply(r) => return Action::Reply(r),
-                    Action::Continue(ops) | Action::ReadBody { ops, .. } => ops,
+                    Verdict::Reply(r) => return Verdict::Reply(r),
+                    Verdict::Continue(ops) => ops,
                 };
                 let mut cur = Cow::Owned(req);
                 apply_to(&mut cur, &ops);
+                // `second` runs its header phase now, and its body phase on the same body.
                 match self.second_headers(ex, cur, ops, host) {
+                    Action::Continue(ops) => Verdict::Continue(ops),
+                    Action::Reply(r) => Verdict::Reply(r),
                     Action::ReadBody { max_bytes, ops, .. } => {
-                        let Waiting::Second(req) = std::mem::take(&mut ex.waiting) else {
-                            return Action::Continue(ops);
-                        };
-                        let Some(b) = &self.second else {
-                            return Action::Continue(ops);
+                        let (Waiting::Second(req), Some(b)) =
+                            (std::mem::take(&mut ex.waiting), &self.second)
+                        else {
+                            return Verdict::Continue(ops);
                         };
                         match b.on_request_body(&mut ex.second, &req, within(body, max_bytes), host)
                         {
-                            Action::Reply(r) => Action::Reply(r),
-                            Action::Continue(more) | Action::ReadBody { ops: more, .. } => {
-                                Action::Continue([ops, more].concat())
-                            }
+                            Verdict::Reply(r) => Verdict::Reply(r),
+                            Verdict::Continue(more) => Verdict::Continue([ops, more].concat()),
                         }
                     }
-                    other => other,
                 }
             }
         }

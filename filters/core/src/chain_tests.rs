@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::action::LocalReply;
+use crate::action::Verdict;
 use crate::exchange::send;
 use crate::host::MemHost;
 use serde::Deserialize;
@@ -54,9 +55,15 @@ impl Policy for Probe {
         }
     }
 
-    fn on_request_body(&self, _: &mut bool, req: &Request, body: Body<'_>, _: &dyn Host) -> Action {
+    fn on_request_body(
+        &self,
+        _: &mut bool,
+        req: &Request,
+        body: Body<'_>,
+        _: &dyn Host,
+    ) -> Verdict {
         match body {
-            Body::Complete(b) if b != b"bad" => Action::Continue(vec![HeaderOp::Append(
+            Body::Complete(b) if b != b"bad" => Verdict::Continue(vec![HeaderOp::Append(
                 "x-body".into(),
                 format!(
                     "{}:{}",
@@ -64,8 +71,8 @@ impl Policy for Probe {
                     req.headers.get("x-path").unwrap_or("")
                 ),
             )]),
-            Body::Complete(_) => Action::Reply(LocalReply::problem(400, &self.0.name)),
-            Body::TooLarge { .. } => Action::Reply(LocalReply::problem(413, &self.0.name)),
+            Body::Complete(_) => Verdict::Reply(LocalReply::problem(400, &self.0.name)),
+            Body::TooLarge { .. } => Verdict::Reply(LocalReply::problem(413, &self.0.name)),
         }
     }
 

@@ -3,7 +3,7 @@
 //! native tests drive the same machine through [`send`], so what the tests prove is what
 //! runs inside Envoy.
 
-use crate::action::{Action, Body, LocalReply};
+use crate::action::{Action, Body, LocalReply, Verdict};
 use crate::host::Host;
 use crate::http::{HeaderOp, Headers, Request, Response};
 use crate::policy::Policy;
@@ -67,15 +67,14 @@ impl<P: Policy> Exchange<P> {
         Step::Reply(reply)
     }
 
-    /// The verdict on the body becomes a step (a body verdict cannot ask for the body again:
-    /// `ReadBody` there means "continue with these changes").
-    fn after_body(&mut self, action: Action) -> Step {
-        match action {
-            Action::Continue(ops) | Action::ReadBody { ops, .. } => {
+    /// The verdict on the body becomes a step.
+    fn after_body(&mut self, verdict: Verdict) -> Step {
+        match verdict {
+            Verdict::Continue(ops) => {
                 self.phase = Phase::Open;
                 Step::Continue(ops)
             }
-            Action::Reply(r) => self.reply(r),
+            Verdict::Reply(r) => self.reply(r),
         }
     }
 
@@ -250,9 +249,10 @@ fn follow(step: Step, up: &mut Headers, sent: &mut bool, reply: &mut Option<Loca
     }
 }
 
-/// One exchange, the way Envoy runs it: request headers, the body (when given) in one piece,
-/// request trailers (when given), then either the local reply or `upstream` (the upstream's
-/// response) through the response phase. For native tests and tools.
+/// One exchange, the way Envoy runs it: request headers, the body (when given, or empty when
+/// `req.has_body` says one follows) in one piece, request trailers (when given), then either the
+/// local reply or `upstream` (the upstream's response) through the response phase. For native
+/// tests and tools.
 pub fn send<P: Policy>(
     policy: &P,
     host: &dyn Host,
@@ -262,9 +262,10 @@ pub fn send<P: Policy>(
     upstream: &Response,
 ) -> Sent {
     let mut x = Exchange::<P>::new();
-    let end = body.is_none() && trailers.is_none();
+    let has_body = req.has_body || body.is_some() || trailers.is_some();
+    let end = !has_body;
     let req = Request {
-        has_body: !end,
+        has_body,
         ..req.clone()
     };
     let mut up = req.headers.clone();
@@ -274,7 +275,9 @@ pub fn send<P: Policy>(
     follow(step, &mut up, &mut sent, &mut reply);
     let bytes = body.unwrap_or_default();
     let mut read = |max: usize| bytes.iter().take(max).copied().collect::<Vec<u8>>();
-    if body.is_some() && reply.is_none() {
+    // A request that says it has a body but sends none (an empty body, a zero-length stream):
+    // the body phase sees it empty.
+    if has_body && (body.is_some() || trailers.is_none()) && reply.is_none() {
         let step = x.request_body(policy, bytes.len(), trailers.is_none(), &mut read, host);
         follow(step, &mut up, &mut sent, &mut reply);
     }

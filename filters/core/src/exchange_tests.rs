@@ -1,6 +1,7 @@
 //! The exchange driver as a spec, with a small policy that reads bodies.
 
 use super::*;
+use crate::action::Verdict;
 use crate::config::ConfigError;
 use crate::host::MemHost;
 use serde::Deserialize;
@@ -49,7 +50,7 @@ impl Policy for BodyPolicy {
         req: &Request,
         body: Body<'_>,
         _: &dyn Host,
-    ) -> Action {
+    ) -> Verdict {
         ex.push("body");
         assert_eq!(
             req.headers.get("x-seen"),
@@ -57,10 +58,12 @@ impl Policy for BodyPolicy {
             "the policy sees the request as received"
         );
         match body {
-            Body::TooLarge { .. } => Action::Reply(LocalReply::problem(413, "too large")),
-            Body::Complete(b) if b == b"bad" => Action::Reply(LocalReply::problem(400, "bad body")),
+            Body::TooLarge { .. } => Verdict::Reply(LocalReply::problem(413, "too large")),
+            Body::Complete(b) if b == b"bad" => {
+                Verdict::Reply(LocalReply::problem(400, "bad body"))
+            }
             Body::Complete(_) => {
-                Action::Continue(vec![HeaderOp::Set("x-body".into(), "ok".into())])
+                Verdict::Continue(vec![HeaderOp::Set("x-body".into(), "ok".into())])
             }
         }
     }

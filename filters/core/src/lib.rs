@@ -23,7 +23,7 @@ pub mod adaptor;
 #[doc(hidden)]
 pub use proxy_wasm;
 
-pub use action::{Action, Body, LocalReply};
+pub use action::{Action, Body, LocalReply, Verdict};
 pub use canon::{canonical_path, Ambiguity, CanonConfig, Refusals};
 pub use chain::Chain;
 pub use config::{parse_config, ConfigError};

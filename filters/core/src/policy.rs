@@ -1,6 +1,6 @@
 //! The policy interface every filter implements.
 
-use crate::action::{Action, Body};
+use crate::action::{Action, Body, Verdict};
 use crate::config::ConfigError;
 use crate::host::{CalloutResponse, Host};
 use crate::http::{HeaderOp, Headers, Request, Response};
@@ -53,8 +53,8 @@ pub trait Policy: Sized + 'static {
         _req: &Request,
         _body: Body<'_>,
         _host: &dyn Host,
-    ) -> Action {
-        Action::proceed()
+    ) -> Verdict {
+        Verdict::proceed()
     }
 
     /// Request trailers have arrived (HTTP/2, gRPC, chunked HTTP/1.1): the changes to make to

@@ -5,7 +5,7 @@ use meshwall_access::AccessPolicy;
 use meshwall_apikey::ApiKeyPolicy;
 use meshwall_core::{
     Action, Body, CalloutResponse, Chain, ConfigError, HeaderOp, Headers, Host, Policy, Request,
-    Response,
+    Response, Verdict,
 };
 use meshwall_cors::CorsPolicy;
 use meshwall_headers::HeadersPolicy;
@@ -137,7 +137,7 @@ impl Policy for SuitePolicy {
         req: &Request,
         body: Body<'_>,
         host: &dyn Host,
-    ) -> Action {
+    ) -> Verdict {
         self.chain.on_request_body(ex, req, body, host)
     }
 

@@ -9,7 +9,7 @@ use boon::SchemaIndex;
 use meshwall_core::http::query_pairs;
 use meshwall_core::{
     canonical_path, Action, Ambiguity, Body, CanonConfig, ConfigError, Host, LocalReply, MetricId,
-    MetricKind, Policy, Refusals, Request,
+    MetricKind, Policy, Refusals, Request, Verdict,
 };
 use serde_json::{json, Value};
 
@@ -114,7 +114,7 @@ impl ValidatePolicy {
         reply: LocalReply,
         what: &str,
         host: &dyn Host,
-    ) -> Option<Action> {
+    ) -> Option<Verdict> {
         match (how, self.cfg.mode) {
             (OnViolation::Pass, _) => {
                 ex.reported = true;
@@ -132,7 +132,7 @@ impl ValidatePolicy {
             (OnViolation::Reject, Mode::Enforce) => {
                 self.count(metric, host);
                 log::info!("meshwall.validate: {} {what}", reply.status);
-                Some(Action::Reply(reply))
+                Some(Verdict::Reply(reply))
             }
         }
     }
@@ -157,11 +157,11 @@ impl ValidatePolicy {
         format!("{} violation(s) [{}]", errors.len(), kws.join(", "))
     }
 
-    fn finish(&self, ex: &Exchange, host: &dyn Host) -> Action {
+    fn finish(&self, ex: &Exchange, host: &dyn Host) -> Verdict {
         if !ex.reported {
             self.count(Metric::Validated, host);
         }
-        Action::proceed()
+        Verdict::proceed()
     }
 
     /// An ambiguous request (`meshwall_core::canon`): refused with 400 and its reason, or,
@@ -210,7 +210,7 @@ impl ValidatePolicy {
             let reply = LocalReply::problem(404, "no API operation matches the request path");
             return Err(self
                 .violation(ex, self.cfg.unknown_path, Metric::R404, reply, miss, host)
-                .unwrap_or_else(|| self.let_through(ex, req, host)));
+                .map_or_else(|| self.let_through(ex, req, host), Action::from));
         }
         let head_get = spec.canon.head_matches_get;
         let chosen = found
@@ -247,7 +247,7 @@ impl ValidatePolicy {
                 "undeclared method",
                 host,
             )
-            .unwrap_or_else(|| self.let_through(ex, req, host)))
+            .map_or_else(|| self.let_through(ex, req, host), Action::from))
     }
 }
 
@@ -374,7 +374,7 @@ impl Policy for ValidatePolicy {
                 &what,
                 host,
             ) {
-                return a;
+                return a.into();
             }
         }
         let Some(body) = &op.body else {
@@ -384,7 +384,8 @@ impl Policy for ValidatePolicy {
         if !has_body(req) {
             return self
                 .check_body(ex, &[], host)
-                .unwrap_or_else(|| self.finish(ex, host));
+                .unwrap_or_else(|| self.finish(ex, host))
+                .into();
         }
         let ct: Vec<&str> = req.headers.get_all("content-type").collect();
         if ct.len() > 1 {
@@ -405,7 +406,8 @@ impl Policy for ValidatePolicy {
                     "missing content-type",
                     host,
                 )
-                .unwrap_or_else(|| self.finish(ex, host));
+                .unwrap_or_else(|| self.finish(ex, host))
+                .into();
         };
         let media = select_media(body, &essence);
         let charset_ok = !is_json(&essence)
@@ -423,11 +425,12 @@ impl Policy for ValidatePolicy {
                     "undeclared content-type",
                     host,
                 )
-                .unwrap_or_else(|| self.finish(ex, host));
+                .unwrap_or_else(|| self.finish(ex, host))
+                .into();
         };
         if !is_json(&essence) {
             // Only JSON bodies are validated; other declared media types pass as they are.
-            return self.finish(ex, host);
+            return self.finish(ex, host).into();
         }
         ex.plan = BodyPlan::Json;
         ex.schema = media.schema;
@@ -440,7 +443,7 @@ impl Policy for ValidatePolicy {
         _req: &Request,
         body: Body<'_>,
         host: &dyn Host,
-    ) -> Action {
+    ) -> Verdict {
         self.body_phase(ex, body, host)
     }
 }
@@ -450,10 +453,10 @@ impl ValidatePolicy {
     /// through (`unexpected_body`).
     fn no_request_body(&self, ex: &mut Exchange, req: &Request, host: &dyn Host) -> Action {
         if !has_body(req) {
-            return self.finish(ex, host);
+            return self.finish(ex, host).into();
         }
         match self.cfg.unexpected_body {
-            UnexpectedBody::Pass => self.finish(ex, host),
+            UnexpectedBody::Pass => self.finish(ex, host).into(),
             UnexpectedBody::Scan => self.scan_only(ex, req, host),
             UnexpectedBody::Reject => {
                 let declared = req
@@ -464,7 +467,8 @@ impl ValidatePolicy {
                     // A length over 0 (has_body): refused before any byte is buffered.
                     return self
                         .unexpected(ex, host)
-                        .unwrap_or_else(|| self.finish(ex, host));
+                        .unwrap_or_else(|| self.finish(ex, host))
+                        .into();
                 }
                 // Chunked or HTTP/2 without a length: only a non-empty body is refused.
                 ex.plan = BodyPlan::Unexpected;

@@ -5,7 +5,7 @@ use crate::config::OnViolation;
 use crate::media::is_json;
 use crate::schema::Violation;
 use crate::threat;
-use meshwall_core::{Action, Body, Host, LocalReply, Request};
+use meshwall_core::{Action, Body, Host, LocalReply, Request, Verdict};
 use serde_json::Value;
 
 fn body_violation(keyword: &str, pointer: String, message: String) -> Violation {
@@ -36,7 +36,8 @@ impl ValidatePolicy {
             if ex.plan == BodyPlan::Unexpected {
                 return self
                     .unexpected(ex, host)
-                    .unwrap_or_else(|| self.finish(ex, host));
+                    .unwrap_or_else(|| self.finish(ex, host))
+                    .into();
             }
             if let Some(a) = self.violation(
                 ex,
@@ -46,9 +47,9 @@ impl ValidatePolicy {
                 "content-length over limit",
                 host,
             ) {
-                return a;
+                return a.into();
             }
-            return self.finish(ex, host);
+            return self.finish(ex, host).into();
         }
         Action::ReadBody {
             max_bytes: self.cfg.max_body_bytes,
@@ -61,7 +62,7 @@ impl ValidatePolicy {
     /// through, `unexpected_body: scan`): JSON bodies still get the threat scan.
     pub(super) fn scan_only(&self, ex: &mut Exchange, req: &Request, host: &dyn Host) -> Action {
         if !has_body(req) {
-            return self.finish(ex, host);
+            return self.finish(ex, host).into();
         }
         ex.schema = None;
         ex.body_required = false;
@@ -71,14 +72,14 @@ impl ValidatePolicy {
             .map(crate::media::media_type)
         {
             Some((essence, _)) if is_json(&essence) => ex.plan = BodyPlan::Json,
-            Some(_) => return self.finish(ex, host),
+            Some(_) => return self.finish(ex, host).into(),
             None => ex.plan = BodyPlan::Sniff,
         }
         self.read_body(ex, req, host)
     }
 
     /// A body on an operation without `requestBody`, per `unexpected_body: reject`.
-    pub(super) fn unexpected(&self, ex: &mut Exchange, host: &dyn Host) -> Option<Action> {
+    pub(super) fn unexpected(&self, ex: &mut Exchange, host: &dyn Host) -> Option<Verdict> {
         let v = [body_violation(
             "unexpectedBody",
             String::new(),
@@ -95,7 +96,7 @@ impl ValidatePolicy {
         )
     }
 
-    pub(super) fn body_phase(&self, ex: &mut Exchange, body: Body<'_>, host: &dyn Host) -> Action {
+    pub(super) fn body_phase(&self, ex: &mut Exchange, body: Body<'_>, host: &dyn Host) -> Verdict {
         let verdict = match (body, ex.plan) {
             (Body::TooLarge { .. }, BodyPlan::Unexpected) => self.unexpected(ex, host),
             (Body::TooLarge { .. }, _) => self.violation(
@@ -121,7 +122,7 @@ impl ValidatePolicy {
         ex: &mut Exchange,
         body: &[u8],
         host: &dyn Host,
-    ) -> Option<Action> {
+    ) -> Option<Verdict> {
         if body.is_empty() {
             if ex.body_required {
                 let v = [body_violation(

@@ -1,5 +1,5 @@
 use super::*;
-use meshwall_core::{parse_config, MemHost};
+use meshwall_core::{parse_config, send, Headers, MemHost, Response};
 
 const SPEC_YAML: &str = r##"
 openapi: 3.0.3
@@ -58,20 +58,21 @@ fn req(method: &str, path: &str, headers: &[(&str, &str)], has_body: bool) -> Re
     }
 }
 
-/// Runs headers and (when asked) body; returns the final action.
+/// One request through the core exchange driver (`meshwall_core::send`, as Envoy runs it):
+/// the local reply the client got, or `Continue` when the request reached the upstream whole.
 fn run(p: &ValidatePolicy, host: &MemHost, r: &Request, body: Option<&[u8]>) -> Action {
-    let mut ex = Exchange::default();
-    match p.on_request_headers(&mut ex, r, host) {
-        Action::ReadBody { max_bytes, .. } => {
-            let b = body.unwrap_or_default();
-            let view = if b.len() > max_bytes {
-                Body::TooLarge { limit: max_bytes }
-            } else {
-                Body::Complete(b)
-            };
-            p.on_request_body(&mut ex, r, view, host)
-        }
-        other => other,
+    let upstream = Response {
+        status: 200,
+        headers: Headers::new(),
+    };
+    let s = send(p, host, r, body, None, &upstream);
+    match &s.upstream {
+        Some(up) if up.body_forwarded => Action::proceed(),
+        _ => Action::Reply(LocalReply {
+            status: s.status,
+            headers: s.headers.0.clone(),
+            body: s.body.clone(),
+        }),
     }
 }
 

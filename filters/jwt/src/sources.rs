@@ -122,13 +122,23 @@ pub fn extract(
                     .map_err(Refused::Ambiguous)?;
                 // Envoy joins repeated headers with `,` (and a JWT never contains one), so
                 // each comma-separated part is a value of its own.
-                for value in req
+                let values: Vec<&str> = req
                     .headers
                     .get_all(name)
                     .flat_map(|v| v.split(','))
                     .map(str::trim)
                     .filter(|v| !v.is_empty())
-                {
+                    .collect();
+                // A token beside another credential in the same header (`Bearer …` and
+                // `Basic …`): a backend that reads the other one authenticates with
+                // something this filter never saw.
+                let has_token = prefix.as_ref().map_or(!values.is_empty(), |p| {
+                    values.iter().any(|v| strip_prefix_ci(v, p).is_some())
+                });
+                if has_token && values.len() > 1 {
+                    return Err(Refused::Invalid(Failure::MultipleTokens));
+                }
+                for value in values {
                     match prefix {
                         Some(p) => {
                             if let Some(rest) = strip_prefix_ci(value, p) {
@@ -319,6 +329,17 @@ mod tests {
             req("/", &[("authorization", "Bearer a.b.c, Bearer d.e.f")]),
             req("/?access_token=a.b.c&access_token=x.y.z", &[]),
             req("/", &[("cookie", "session=a.b.c"), ("x-jwt", "q.r.s")]),
+            // A token beside another credential in the same header, in either order: a
+            // backend reading the other one would authenticate with what jwt never saw.
+            req(
+                "/",
+                &[
+                    ("authorization", "Bearer a.b.c"),
+                    ("authorization", "Basic dTpw"),
+                ],
+            ),
+            req("/", &[("authorization", "Basic dTpw, Bearer a.b.c")]),
+            req("/", &[("authorization", "Bearer a.b.c, Bearer a.b.c")]),
         ];
         for r in cases {
             assert_eq!(

@@ -27,6 +27,9 @@ from echo_upstream import EchoServer, echo_handler  # noqa: F401  (re-exported f
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_BIN = Path(os.environ.get("MESHWALL_ENVOY", ROOT / ".venv" / "bin" / "envoy"))
 WASM_DIR = ROOT / "target" / "wasm32-wasip1" / "release"
+# MESHWALL_WASM_DIR: Envoy loads the examples' .wasm modules from another build (e.g. a snapshot
+# of target/wasm32-wasip1/release while it is being rebuilt) instead of WASM_DIR.
+MODULE_DIR = Path(os.environ.get("MESHWALL_WASM_DIR") or WASM_DIR)
 ENVOY_DIR = ROOT / "envoy"
 
 # Envoys alive now, and every Envoy started since the current test began (for failure logs).
@@ -106,6 +109,65 @@ def plugin_config(cfg: dict, plugin_name: str) -> dict:
         if p.get("name") == plugin_name:
             return json.loads(p.get("configuration", {}).get("value") or "{}")
     raise KeyError(plugin_name)
+
+
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+# The connection-manager settings that decide which path and header names the filters (and the
+# upstream) see; every shipped example sets them explicitly (see README, Request canonicalisation).
+HCM_REQUEST_SETTINGS = ("normalize_path", "merge_slashes", "path_with_escaped_slashes_action")
+HCM_PROTOCOL_SETTINGS = ("headers_with_underscores_action",)   # in common_http_protocol_options
+
+
+def http_connection_managers(cfg: dict) -> list:
+    """The HttpConnectionManager typed_configs in a bootstrap config."""
+    found = []
+
+    def visit(d):
+        tc = d.get("typed_config")
+        if isinstance(tc, dict) and tc.get("@type") == HCM_TYPE:
+            found.append(tc)
+
+    _walk(cfg, visit)
+    return found
+
+
+def envoy_defaults(cfg: dict) -> dict:
+    """Removes the path and header-name settings from every connection manager, as a user who
+    leaves them at Envoy's defaults would have it (the filters must be safe there too)."""
+    for hcm in http_connection_managers(cfg):
+        for k in HCM_REQUEST_SETTINGS:
+            hcm.pop(k, None)
+        common = hcm.get("common_http_protocol_options")
+        if isinstance(common, dict):
+            for k in HCM_PROTOCOL_SETTINGS:
+                common.pop(k, None)
+            if not common:
+                hcm.pop("common_http_protocol_options")
+    return cfg
+
+
+def downstream_http1_trailers(cfg: dict) -> dict:
+    """Makes every connection manager parse HTTP/1.1 chunked trailers (Envoy drops them by
+    default), so the filters see them and the tests prove what the filters do with them."""
+    for hcm in http_connection_managers(cfg):
+        hcm.setdefault("http_protocol_options", {})["enable_trailers"] = True
+    return cfg
+
+
+def upstream_protocol(cfg: dict, cluster: str, proto: str) -> dict:
+    """Sets the protocol Envoy speaks to `cluster`: "h2" (prior knowledge; trailers pass), or
+    "h1_trailers" (HTTP/1.1 with chunked trailers forwarded, which Envoy drops by default)."""
+    opts = {"h2": {"http2_protocol_options": {}},
+            "h1_trailers": {"http_protocol_options": {"enable_trailers": True}}}[proto]
+    for c in cfg.get("static_resources", {}).get("clusters", []):
+        if c.get("name") == cluster:
+            c["typed_extension_protocol_options"] = {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": opts}}
+            return cfg
+    raise KeyError(f"no cluster named {cluster!r}")
 
 
 class Resp:
@@ -207,7 +269,8 @@ class Envoy:
         def fix_wasm_path(d):
             fn = d.get("filename")
             if isinstance(fn, str) and fn.endswith(".wasm") and not os.path.isabs(fn):
-                d["filename"] = str(ROOT / fn)
+                built = "target/wasm32-wasip1/release/"
+                d["filename"] = str(MODULE_DIR / fn[len(built):] if fn.startswith(built) else ROOT / fn)
 
         _walk(cfg, fix_wasm_path)
 

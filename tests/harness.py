@@ -170,6 +170,63 @@ def upstream_protocol(cfg: dict, cluster: str, proto: str) -> dict:
     raise KeyError(f"no cluster named {cluster!r}")
 
 
+# MESHWALL_FORM=suite: every Envoy the tests start runs the per-policy modules of its config as
+# one suite module (meshwall.wasm, one section per policy), so the same scenarios prove both
+# forms. `make test` runs the integration tests once per form.
+FORM = os.environ.get("MESHWALL_FORM", "modules")
+SUITE_ORDER = ["headers", "access", "cors", "jwt", "apikey", "ratelimit", "validate"]
+
+
+def _policy_of(f: dict) -> Optional[str]:
+    """The policy a wasm http filter runs (`meshwall_<policy>.wasm`), or None."""
+    tc = f.get("typed_config") or {}
+    if not tc.get("@type", "").endswith("filters.http.wasm.v3.Wasm"):
+        return None
+    fn = tc.get("config", {}).get("vm_config", {}).get("code", {}).get("local", {}).get("filename", "")
+    name = Path(fn).name
+    if name.startswith("meshwall_") and name.endswith(".wasm"):
+        return name[len("meshwall_"):-len(".wasm")]
+    return None
+
+
+def as_suite(cfg: dict) -> bool:
+    """Rewrites, in place, each filter chain whose meshwall modules stand next to each other, in the
+    suite's order, once each, into one suite filter carrying their configurations as sections.
+    Returns whether anything was rewritten (chains the suite cannot express stay as they are)."""
+    changed = False
+    for hcm in http_connection_managers(cfg):
+        filters = hcm.get("http_filters", [])
+        idx = [i for i, f in enumerate(filters) if _policy_of(f)]
+        if not idx:
+            continue
+        names = [_policy_of(filters[i]) for i in idx]
+        contiguous = idx == list(range(idx[0], idx[-1] + 1))
+        in_order = names == [n for n in SUITE_ORDER if n in names] and len(set(names)) == len(names)
+        if not (contiguous and in_order):
+            continue
+        sections = {}
+        configs = [filters[i]["typed_config"]["config"] for i in idx]
+        for n, c in zip(names, configs):
+            sections[n] = json.loads((c.get("configuration") or {}).get("value") or "{}")
+        if "cors" in sections and any(sections.get(p, {}).get("bypass_cors_preflight") for p in ("jwt", "apikey")):
+            continue  # the suite refuses the bypass beside cors
+        suite = copy.deepcopy(filters[idx[0]])
+        sc = suite["typed_config"]["config"]
+        sc["name"] = sc["root_id"] = "meshwall.suite"
+        sc["vm_config"]["vm_id"] = "meshwall.suite"
+        sc["vm_config"]["code"]["local"]["filename"] = "target/wasm32-wasip1/release/meshwall.wasm"
+        sc["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                               "value": json.dumps(sections)}
+        if any(c.get("failure_policy") == "FAIL_CLOSED" for c in configs):
+            sc["failure_policy"] = "FAIL_CLOSED"
+        if any(c.get("allow_on_headers_stop_iteration") for c in configs):
+            sc["allow_on_headers_stop_iteration"] = True
+        suite["name"] = "meshwall.suite"
+        hcm["http_filters"] = filters[:idx[0]] + [suite] + filters[idx[-1] + 1:]
+        changed = True
+    return changed
+
+
 class Resp:
     def __init__(self, status: int, headers: list, body: bytes):
         self.status = status
@@ -243,6 +300,8 @@ class Envoy:
     # -- config rewriting -------------------------------------------------------------
     def _rewrite(self) -> None:
         cfg = self.cfg
+        if FORM == "suite":
+            as_suite(cfg)
         self.admin_port = free_port()
         cfg.setdefault("admin", {})["address"] = {
             "socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}

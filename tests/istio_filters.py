@@ -3,7 +3,8 @@
 the plugin does what its manifest's pluginConfig asks, and which request it answers locally (used to
 prove, in the full chain, that `headers` also cleans the local replies of the plugins after it).
 A plugin that calls other services (jwt: the IdP's JWKS) also says how to stand them up for the test
-and which clusters istiod would give the gateway for them.
+and which clusters istiod would give the gateway for them. The suite module (`suite`: every policy in
+one plugin, one section of its pluginConfig per policy) is probed with the entries of its sections.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class FilterCase:
     # credentials(envoy, plugin_config, mesh) -> headers that get a request through this plugin
     # (added, in the full chain, to the requests meant for the plugins after it).
     credentials: Optional[Callable] = None
+    # upstream(upstream_headers, plugin_config, mesh) asserts what the upstream got from this plugin
+    # for a request that carried every credential ({lower-case name: [values]}).
+    upstream: Optional[Callable] = None
 
 
 def is_problem(r, status: int) -> bool:
@@ -128,10 +132,12 @@ def probe_validate(envoy, cfg: dict, mesh=None) -> None:
     r = envoy.request("PUT", "/v1/pets")
     assert r.status == 405, r
     # The plugin's metrics reach Prometheus under their own names (Envoy's `wasmcustom.` namespace is
-    # dropped), through Istio's stats inclusion list.
+    # dropped), through Istio's stats inclusion list; Istio's bootstrap has none of the examples'
+    # stats_tags (istio/README.md, Metrics), so the labels stay in the name.
     after = prometheus(envoy)
-    assert after["meshwall_validate_rejected_404"] - before.get("meshwall_validate_rejected_404", 0) == 1
-    assert after["meshwall_validate_rejected_405"] - before.get("meshwall_validate_rejected_405", 0) == 1
+    for m in ["meshwall_validate_rejected_status_404_reason_unknown_path",
+              "meshwall_validate_rejected_status_405_reason_method_not_allowed"]:
+        assert after[m] - before.get(m, 0) == 1, m
 
 
 def validate_reply(envoy, cfg: dict, mesh=None):
@@ -174,10 +180,10 @@ def probe_ratelimit(envoy, cfg: dict, mesh=None) -> None:
     ratelimit_reply(envoy, cfg)
     # another path is not limited by that rule
     assert envoy.request("GET", "/elsewhere").status == 200
-    metric = "meshwall_ratelimit_rule_" + rule["name"].replace("-", "_")
+    allowed, limited = (f"meshwall_ratelimit_{m}_rule_" + rule["name"].replace("-", "_") for m in ["allowed", "limited"])
     after = prometheus(envoy)
-    assert after[metric + "_allowed"] - before.get(metric + "_allowed", 0) == q
-    assert after[metric + "_limited"] - before.get(metric + "_limited", 0) == 1
+    assert after[allowed] - before.get(allowed, 0) == q
+    assert after[limited] - before.get(limited, 0) == 1
 
 
 # --- jwt ---------------------------------------------------------------------------------------------
@@ -217,8 +223,11 @@ def _scopes(cfg: dict) -> list:
     return out
 
 
+JWT_SUB = "alice"
+
+
 def jwt_token(cfg: dict, mesh: Mesh, provider: Optional[str] = None, scope: Optional[str] = None,
-              keys: Optional[Keyring] = None, alg: str = "ES256", sub: str = "alice") -> str:
+              keys: Optional[Keyring] = None, alg: str = "ES256", sub: str = JWT_SUB) -> str:
     """A token the provider accepts, with every scope the rules ask for (unless `scope` is given)."""
     name = provider or sorted(_remote_providers(cfg))[0]
     p = cfg["providers"][name]
@@ -243,12 +252,13 @@ def _protected_path(cfg: dict) -> str:
 
 
 def _wait_for_jwks(envoy, cfg: dict, mesh: Mesh) -> None:
-    """Until the JWKS is loaded, protected requests get 401 `Jwks not available` (fail closed)."""
+    """Until the JWKS is loaded, protected requests get 401 `Jwks not available` (fail closed); then
+    the token passes jwt (and gets whatever the plugins after it answer)."""
     token = jwt_token(cfg, mesh)
     deadline = time.monotonic() + 20
     while True:
         r = envoy.request("GET", _protected_path(cfg), [_bearer(token)])
-        if r.status != 401:
+        if not (is_problem(r, 401) and (r.header("www-authenticate") or "").startswith("Bearer")):
             return
         assert r.json()["detail"] == "Jwks not available", r
         assert time.monotonic() < deadline, f"the JWKS never loaded: {[i.requests for i in mesh.state.values()]}"
@@ -325,9 +335,9 @@ def probe_jwt(envoy, cfg: dict, mesh: Mesh) -> None:
         return after.get(metric, 0) - before.get(metric, 0)
 
     assert after["meshwall_jwt_jwks_fetch_ok"] == 1
-    assert delta("meshwall_jwt_denied_missing") == 1
-    assert delta("meshwall_jwt_denied_bad_signature") == 1
-    assert delta("meshwall_jwt_denied_forbidden") == scoped_rules
+    assert delta("meshwall_jwt_denied_reason_missing") == 1
+    assert delta("meshwall_jwt_denied_reason_bad_signature") == 1
+    assert delta("meshwall_jwt_denied_reason_forbidden") == scoped_rules
     assert delta("meshwall_jwt_allowed") == 1 + scoped_rules
 
 
@@ -341,6 +351,16 @@ def jwt_reply(envoy, cfg: dict, mesh: Mesh):
 def jwt_credentials(envoy, cfg: dict, mesh: Mesh) -> list:
     _wait_for_jwks(envoy, cfg, mesh)
     return [_bearer(jwt_token(cfg, mesh))]
+
+
+def jwt_upstream(up: dict, cfg: dict, mesh: Mesh) -> None:
+    # The token of jwt_credentials: its claims as headers, the token itself not forwarded.
+    [name] = sorted(_remote_providers(cfg))
+    claims_sent = {"sub": JWT_SUB, "scope": " ".join(_scopes(cfg))}
+    for m in cfg["providers"][name].get("claim_to_headers", []):
+        assert up.get(m["header_name"]) == [claims_sent[m["claim_name"]]], (m, up)
+    assert "authorization" not in up, up
+
 
 ACCESS_DETAIL = "access from this client address is not allowed"
 
@@ -367,8 +387,8 @@ def probe_access(envoy, cfg: dict, mesh=None) -> None:
         return after.get(m, 0) - before.get(m, 0)
 
     assert delta("meshwall_access_allowed") == 2
-    assert delta("meshwall_access_denied_not_allowed") == 1
-    assert delta("meshwall_access_ambiguous_path_params") == 1
+    assert delta("meshwall_access_denied_reason_not_allowed") == 1
+    assert delta("meshwall_access_ambiguous_reason_path_params") == 1
 
 
 def _cors_origin(cfg):
@@ -440,9 +460,29 @@ def apikey_reply(envoy, cfg: dict, mesh=None):
     return r
 
 
+def _apikey_best_consumer(cfg: dict) -> str:
+    """The demo consumer whose groups let it through the most group rules (in the chain, the
+    requests meant for later plugins must get through every rule of apikey)."""
+    consumers = _apikey_consumers(cfg)
+
+    def passes(name):
+        return sum(1 for r in cfg.get("rules", []) if r.get("groups") and set(consumers[name][1]) & set(r["groups"]))
+
+    return max(consumers, key=passes)
+
+
 def apikey_credentials(envoy, cfg: dict, mesh=None) -> list:
-    key, _ = next(iter(_apikey_consumers(cfg).values()))
+    key, _ = _apikey_consumers(cfg)[_apikey_best_consumer(cfg)]
     return [(_apikey_header(cfg), key)]
+
+
+def apikey_upstream(up: dict, cfg: dict, mesh=None) -> None:
+    # The consumer of apikey_credentials, told to the upstream; the key not forwarded.
+    name = _apikey_best_consumer(cfg)
+    groups = _apikey_consumers(cfg)[name][1]
+    assert up.get(cfg.get("consumer_header", "x-consumer-name")) == [name], up
+    assert up.get(cfg.get("groups_header", "x-consumer-groups")) == ([", ".join(groups)] if groups else None), up
+    assert _apikey_header(cfg).lower() not in up, up
 
 
 def probe_apikey(envoy, cfg: dict, mesh=None) -> None:
@@ -490,18 +530,108 @@ def probe_apikey(envoy, cfg: dict, mesh=None) -> None:
     def delta(metric):
         return after.get(metric, 0) - before.get(metric, 0)
 
-    assert delta("meshwall_apikey_denied_missing") == 1
-    assert delta("meshwall_apikey_denied_invalid") == 1
-    assert delta("meshwall_apikey_denied_forbidden") == forbidden
+    assert delta("meshwall_apikey_denied_reason_missing") == 1
+    assert delta("meshwall_apikey_denied_reason_invalid") == 1
+    assert delta("meshwall_apikey_denied_reason_forbidden") == forbidden
     assert after["meshwall_apikey_consumers"] == len(cfg["consumers"])
+
+
+# --- the chain (istio/chain.yaml) and the suite (istio/suite.yaml) --------------------------------------
+
+SUITE = "suite"
+# The suite's order (filters/suite/src/policy.rs ORDER), which is the Istio chain's phase/priority order.
+SUITE_ORDER = ["headers", "access", "cors", "jwt", "apikey", "ratelimit", "validate"]
+# A request every policy of the shipped chain lets through (with every credential): the pet store's
+# GET /v1/pets (istio/validate.yaml).
+THROUGH = ("GET", "/v1/pets?limit=5")
+
+
+class With:
+    """The Envoy, with `extra` headers on every request (the credentials of the plugins before)."""
+
+    def __init__(self, envoy, extra: list):
+        self.envoy, self.extra = envoy, list(extra)
+
+    def request(self, method, path, headers=None, body=None, **kw):
+        pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+        return self.envoy.request(method, path, pairs + self.extra, body, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.envoy, name)
+
+
+def walk_chain(envoy, configs: dict, meshes: dict, order: list) -> None:
+    """Through the chain of `configs` ({policy: its config}, run in `order`), as one plugin per policy
+    (istio/chain.yaml) or as the suite's sections (istio/suite.yaml): each policy after `headers`
+    answers its own local reply to a request carrying the credentials of the ones before, and
+    `headers` is applied to that reply; a request with every credential reaches the upstream with
+    what each policy tells it; the router's local reply is cleaned too; a preflight cors does not
+    allow gets no further than the first policy that asks for credentials."""
+    assert set(configs) <= set(order), sorted(set(configs) - set(order))
+    headers_cfg = configs.get("headers")
+
+    def cleaned(r):
+        if headers_cfg is not None:
+            assert_headers_applied(r, headers_cfg)
+
+    later = [n for n in order if n in configs and n != "headers"]
+    assert later, "the chain has policies after headers"
+    credentials = []  # what the policies already passed want to see
+    for name in later:
+        case = FILTERS[name]
+        assert case.local_reply is not None, f"FILTERS[{name!r}] needs a local_reply"
+        cleaned(case.local_reply(With(envoy, credentials), configs[name], meshes[name]))
+        if case.credentials is not None:
+            credentials += case.credentials(envoy, configs[name], meshes[name])
+    if "validate" in configs:
+        assert "get" in configs["validate"]["spec"]["paths"]["/pets"], "THROUGH is an operation of the API"
+    r = With(envoy, credentials).request(*THROUGH)
+    assert r.status == 200 and r.json()["path"] == THROUGH[1], r
+    up = _upstream_headers(r)
+    for name in later:
+        if FILTERS[name].upstream is not None:
+            FILTERS[name].upstream(up, configs[name], meshes[name])
+    cleaned(r)
+    # The router's own local reply (no virtual host for this authority), for a request every policy
+    # lets through.
+    r = With(envoy, credentials).request(THROUGH[0], THROUGH[1], {"Host": "unknown.example"})
+    assert r.status == 404 and r.body == b"", r
+    cleaned(r)
+    askers = [n for n in later if FILTERS[n].credentials is not None]
+    if "cors" in configs and askers:
+        # Preflights carry no credentials: one cors does not answer must not reach the upstream.
+        r = envoy.request("OPTIONS", "/istio/cors-probe", _preflight("https://not-allowed.invalid"))
+        assert is_problem(r, 401), r
+        assert not [k for k, _ in r.headers if k.startswith("access-control-")], r
+        for name in askers:
+            assert configs[name].get("bypass_cors_preflight") is False, \
+                f"{name}: with cors before it, bypass_cors_preflight lets refused preflights through"
+
+
+@contextmanager
+def combined_mesh(configs: dict) -> Iterator[Mesh]:
+    """The mesh of every policy in `configs` at once ({policy: config}); state = {policy: Mesh}."""
+    with ExitStack() as stack:
+        meshes = {n: stack.enter_context(FILTERS[n].mesh(c)) for n, c in configs.items()}
+        yield Mesh(clusters=[c for m in meshes.values() for c in m.clusters], state=meshes)
+
+
+def probe_suite(envoy, cfg: dict, mesh: Mesh) -> None:
+    walk_chain(envoy, cfg, mesh.state, SUITE_ORDER)
+    # Each policy counts under its own names (meshwall_<policy>_…), as in its single-filter module.
+    counted = {n.split("_")[1] for n, value in prometheus(envoy).items() if n.startswith("meshwall_") and value}
+    assert set(cfg) - {"headers"} <= counted, sorted(counted)
 
 
 FILTERS: dict[str, FilterCase] = {
     "headers": FilterCase(probe=probe_headers),
-    "jwt": FilterCase(probe=probe_jwt, local_reply=jwt_reply, mesh=jwt_mesh, credentials=jwt_credentials),
+    "jwt": FilterCase(probe=probe_jwt, local_reply=jwt_reply, mesh=jwt_mesh, credentials=jwt_credentials,
+                      upstream=jwt_upstream),
     "ratelimit": FilterCase(probe=probe_ratelimit, local_reply=ratelimit_reply),
     "validate": FilterCase(probe=probe_validate, local_reply=validate_reply),
     "access": FilterCase(probe=probe_access, local_reply=access_reply),
     "cors": FilterCase(probe=probe_cors, local_reply=cors_reply),
-    "apikey": FilterCase(probe=probe_apikey, local_reply=apikey_reply, credentials=apikey_credentials),
+    "apikey": FilterCase(probe=probe_apikey, local_reply=apikey_reply, credentials=apikey_credentials,
+                         upstream=apikey_upstream),
+    SUITE: FilterCase(probe=probe_suite, mesh=combined_mesh),
 }

@@ -1,4 +1,5 @@
-"""What istiod (and istio-agent) make of WasmPlugin manifests: the Envoy config a gateway ends up with.
+"""What istiod (and istio-agent) make of WasmPlugin and TrafficExtension manifests: the Envoy config a
+gateway ends up with.
 
 Matched against istio/istio, the last revision before WasmPlugin was folded into TrafficExtension
 (parent of commit 9a028a975ce; the TrafficExtension code at HEAD keeps the same translation):
@@ -32,6 +33,32 @@ gateway's config): istiod names a service's outbound cluster `outbound|<port>|<s
 ServiceEntry host idp.example.com port 443. A DestinationRule `tls.mode: SIMPLE` gives that cluster an
 UpstreamTlsContext (TLS originated by the proxy; `sni`, `subjectAltNames`, `caCertificates`).
 
+TrafficExtension (Istio >= 1.30, istio/istio tags 1.30.0 … 1.31.0-rc.0, same code at master):
+- pilot/pkg/config/kube/extensions/translate.go `translateWasmPlugin`: istiod turns every WasmPlugin
+  into a synthetic TrafficExtension named "<name>~istio-translated-wasmplugin" (selector, targetRefs
+  with the deprecated targetRef merged in, phase — same enum numbers, UNSPECIFIED_PHASE becomes
+  UNSPECIFIED —, priority, match → spec; url, sha256, imagePullPolicy, imagePullSecret,
+  pluginConfig, pluginName, failStrategy, vmConfig, type → spec.wasm; verificationKey is not
+  copied). The rest of istiod only handles TrafficExtensions: `traffic_extension_from_wasmplugin`.
+- pilot/pkg/model/extensions.go `TrafficExtensionWrapper.buildWasmConfig` / `buildVMConfig` /
+  `buildDataSource`: the PluginConfig of before, field by field (name "<namespace>.<name>",
+  root_id, configuration, vm_config, failure_policy); `ResourceName`
+  "extensions.istio.io/trafficextension/<namespace>.<name>" is the HTTP filter's (and its ECDS
+  resource's) name (pilot/pkg/networking/core/extension/extensionfilter.go
+  `toEnvoyHTTPTrafficExtension`). So a WasmPlugin `meshwall-headers` is, on Istio >= 1.30, the filter
+  "extensions.istio.io/trafficextension/istio-system.meshwall-headers~istio-translated-wasmplugin",
+  and a TrafficExtension `meshwall-headers` the filter "…/trafficextension/istio-system.meshwall-headers".
+- pilot/pkg/model/push_context.go `sortByPriority` and listener_builder.go
+  `PopAppendHTTPTrafficExtension` (AUTHN, AUTHZ, STATS, UNSPECIFIED): the same order as before, for
+  translated WasmPlugins and TrafficExtensions together (ties: creation time).
+- Neither API has a field for PluginConfig.allow_on_headers_stop_iteration, and buildWasmConfig sets
+  only the fields above: a plugin cannot hold the request headers while it reads the body.
+
+A document here is either kind: `wasmplugin_spec` maps a TrafficExtension's spec to the WasmPlugin
+spec it is equivalent to (the inverse of translateWasmPlugin), and everything below works on that.
+A WasmPlugin document given as is gets the names of Istio < 1.30 ("extensions.istio.io/wasmplugin/…");
+`traffic_extension_from_wasmplugin(wp)` gives what Istio >= 1.30 makes of it.
+
 Workload selection (networking selectors, pilot/pkg/model/extensions.go `matchTrafficSelectors`):
 the plugin's namespace must be the proxy's or the root namespace; spec.selector.matchLabels ⊆
 the proxy's labels; a `match` entry matches when its mode is UNDEFINED/CLIENT_AND_SERVER or the
@@ -44,16 +71,29 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlsplit
+
+import yaml
 
 ROOT_NAMESPACE = "istio-system"
 PHASE_ORDER = ["AUTHN", "AUTHZ", "STATS", "UNSPECIFIED_PHASE"]
 FAILURE_POLICY = {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN", "FAIL_RELOAD": "FAIL_RELOAD"}
 INT32_MIN = -(2 ** 31)
 AGENT_ENV_PREFIX = "ISTIO_META_"
+
+WASMPLUGIN_FILTER_PREFIX = "extensions.istio.io/wasmplugin/"        # Istio < 1.30
+TRAFFIC_EXTENSION_FILTER_PREFIX = "extensions.istio.io/trafficextension/"  # Istio >= 1.30
+SYNTHETIC_MARKER = "~istio-translated-wasmplugin"
+# translateWasmPlugin: the WasmPlugin fields that go to spec.wasm (verificationKey is not among them),
+# and those that stay in spec.
+TE_WASM_FIELDS = ("url", "sha256", "imagePullPolicy", "imagePullSecret", "pluginConfig", "pluginName",
+                  "failStrategy", "vmConfig", "type")
+TE_SPEC_FIELDS = ("selector", "targetRefs", "phase", "priority", "match")
+TE_API_VERSION = "extensions.istio.io/v1alpha1"
 
 
 class Gateway:
@@ -85,11 +125,60 @@ def protojson_struct(value) -> str:
     return json.dumps(norm(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def traffic_extension_from_wasmplugin(wp: dict, synthetic: bool = True) -> dict:
+    """What Istio >= 1.30 makes of a WasmPlugin (translateWasmPlugin): a TrafficExtension named
+    "<name>~istio-translated-wasmplugin" (`synthetic=False`: under the WasmPlugin's own name, the
+    TrafficExtension an operator writes instead)."""
+    spec = wp["spec"]
+    if "verificationKey" in spec:
+        raise ValueError("translateWasmPlugin drops verificationKey")
+    te_spec = {}
+    for k in TE_SPEC_FIELDS:
+        if k == "targetRefs" and not spec.get("targetRefs") and spec.get("targetRef"):
+            te_spec[k] = [spec["targetRef"]]
+        elif k == "match" and spec.get("match"):
+            te_spec[k] = [{f: m[f] for f in ("mode", "ports") if f in m} for m in spec["match"] if m is not None]
+        elif k in spec and spec[k] is not None and spec[k] != []:
+            te_spec[k] = spec[k]
+    if te_spec.get("phase") == "UNSPECIFIED_PHASE":
+        te_spec["phase"] = "UNSPECIFIED"
+    te_spec["wasm"] = {k: spec[k] for k in TE_WASM_FIELDS if k in spec}
+    meta = {"name": wp["metadata"]["name"] + (SYNTHETIC_MARKER if synthetic else ""),
+            "namespace": wp["metadata"].get("namespace", "default")}
+    return {"apiVersion": TE_API_VERSION, "kind": "TrafficExtension", "metadata": meta, "spec": te_spec}
+
+
+def wasmplugin_spec(doc: dict) -> dict:
+    """The WasmPlugin spec a document stands for: a WasmPlugin's own; for a TrafficExtension with
+    `wasm`, the WasmPlugin spec translateWasmPlugin turns into it (every WasmConfig field is the
+    WasmPlugin field of the same name and meaning; phase UNSPECIFIED is UNSPECIFIED_PHASE)."""
+    kind = doc.get("kind", "WasmPlugin")
+    if kind == "WasmPlugin":
+        return doc["spec"]
+    if kind != "TrafficExtension":
+        raise ValueError(f"not a WasmPlugin or TrafficExtension: {kind}")
+    spec = doc["spec"]
+    if "wasm" not in spec:
+        raise ValueError("only TrafficExtensions with `wasm` are modelled here (not `lua`)")
+    out = {k: spec[k] for k in TE_SPEC_FIELDS if k in spec}
+    if out.get("phase") == "UNSPECIFIED":
+        out["phase"] = "UNSPECIFIED_PHASE"
+    out.update(spec["wasm"])
+    return out
+
+
+def resource_name(doc: dict) -> str:
+    """The HTTP filter's name (= its ECDS resource name) istiod gives a document."""
+    ns = doc["metadata"].get("namespace", "default")
+    prefix = TRAFFIC_EXTENSION_FILTER_PREFIX if doc.get("kind") == "TrafficExtension" else WASMPLUGIN_FILTER_PREFIX
+    return f"{prefix}{ns}.{doc['metadata']['name']}"
+
+
 def selected(wp: dict, gw: Gateway) -> bool:
     ns = wp["metadata"].get("namespace", "default")
     if ns not in (gw.namespace, ROOT_NAMESPACE):
         return False
-    spec = wp["spec"]
+    spec = wasmplugin_spec(wp)
     if spec.get("targetRef") or spec.get("targetRefs"):
         return False  # attaches to Gateway API resources / services, not to a labelled pod
     want = (spec.get("selector") or {}).get("matchLabels") or {}
@@ -109,8 +198,9 @@ def selected(wp: dict, gw: Gateway) -> bool:
 
 
 def plugin_config(wp: dict) -> dict:
-    """istiod's PluginConfig for one WasmPlugin (before istio-agent), as Envoy YAML/JSON."""
-    meta, spec = wp["metadata"], wp["spec"]
+    """istiod's PluginConfig for one WasmPlugin or TrafficExtension (before istio-agent), as Envoy
+    YAML/JSON."""
+    meta, spec = wp["metadata"], wasmplugin_spec(wp)
     ns = meta.get("namespace", "default")
     url = spec["url"]
     scheme = urlsplit(url).scheme or "oci"
@@ -174,23 +264,23 @@ def agent_rewrite(cfg: dict, fetch: Callable[[str, str], bytes], module_dir: Pat
 def ordered(plugins: list) -> list:
     """Plugins in filter-chain order: by phase, then priority (higher first), stable."""
     def prio(wp):
-        p = wp["spec"].get("priority")
+        p = wasmplugin_spec(wp).get("priority")
         return INT32_MIN if p is None else p
 
     out = []
     for phase in PHASE_ORDER:
-        in_phase = [wp for wp in plugins if wp["spec"].get("phase", "UNSPECIFIED_PHASE") == phase]
+        in_phase = [wp for wp in plugins if wasmplugin_spec(wp).get("phase", "UNSPECIFIED_PHASE") == phase]
         out += sorted(in_phase, key=prio, reverse=True)  # sorted() is stable
     return out
 
 
 def http_filters(plugins: list, gw: Gateway, fetch: Callable[[str, str], bytes], module_dir: Path) -> list:
-    """The gateway's HTTP filters for these WasmPlugins (Istio's own non-wasm filters left out)."""
+    """The gateway's HTTP filters for these WasmPlugins / TrafficExtensions (Istio's own non-wasm
+    filters left out)."""
     filters = []
     for wp in ordered([p for p in plugins if selected(p, gw)]):
-        ns = wp["metadata"].get("namespace", "default")
         filters.append({
-            "name": f"extensions.istio.io/wasmplugin/{ns}.{wp['metadata']['name']}",
+            "name": resource_name(wp),
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
                              "config": agent_rewrite(plugin_config(wp), fetch, module_dir)},
         })
@@ -255,6 +345,12 @@ def bootstrap(plugins: list, gw: Gateway, fetch: Callable[[str, str], bytes], mo
             "name": "api", "domains": ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*"],
             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]},
         "http_filters": http_filters(plugins, gw, fetch, module_dir),
+        # pilot/pkg/networking/core/listener_builder.go, with meshConfig.pathNormalization at its
+        # default (BASE): RFC 3986 normalisation, slashes not merged, escaped slashes kept; and
+        # gateway.go: a gateway's listeners use the remote address (the TCP peer) as the client's.
+        "normalize_path": True,
+        "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+        "use_remote_address": True,
     }
     if gw.server_header_disabled:
         hcm["server_header_transformation"] = "PASS_THROUGH"
@@ -327,3 +423,98 @@ def layout_fetcher(layouts: dict) -> Callable[[str, str], bytes]:
         return extract_compat_wasm(manifest, blob)
 
     return fetch
+
+
+# --- the TrafficExtension manifests (istio/traffic-extensions/), written from the WasmPlugin ones ----
+
+TE_DIR_NAME = "traffic-extensions"
+_SPEC_KEY = re.compile(r"^  ([A-Za-z][A-Za-z0-9]*):(?: |$)")
+
+
+def te_header(name: str) -> list:
+    """The comment lines put before a TrafficExtension manifest."""
+    return [
+        f"# TrafficExtension form (Istio >= 1.30) of istio/{name}.yaml: the same module, settings, phase and",
+        "# priority; istiod gives the gateway the same Wasm filter. Written from that file by",
+        f"# `python3 tests/istio_translate.py`: edit istio/{name}.yaml and rerun it (tests/test_istio.py",
+        f"# checks that both agree). Apply this file or istio/{name}.yaml, not both: Istio would run the",
+        "# plugin twice (it turns each WasmPlugin into a TrafficExtension `<name>~istio-translated-wasmplugin`",
+        "# beside this one).",
+        "#",
+    ]
+
+
+def _te_document(lines: list, name: str) -> list:
+    """One YAML document of a WasmPlugin manifest, as text, → the TrafficExtension document: comments
+    and layout kept, `kind` changed, the Wasm fields of spec moved (re-indented) under spec.wasm."""
+    kinds = [i for i, line in enumerate(lines) if line == "kind: WasmPlugin"]
+    specs = [i for i, line in enumerate(lines) if line == "spec:"]
+    if len(kinds) != 1 or len(specs) != 1:
+        raise ValueError(f"{name}: each document needs one `kind: WasmPlugin` and one `spec:` line at column 0")
+    head = lines[:specs[0] + 1]
+    head[kinds[0]] = "kind: TrafficExtension"
+    # The comments' references to manifests point at their TrafficExtension forms.
+    head = [re.sub(r"\bistio/([a-z0-9-]+)\.yaml", rf"istio/{TE_DIR_NAME}/\1.yaml", line) if line.startswith("#")
+            else line for line in head]
+    # spec's entries: a key at indent 2 with the lines under it; comments and blank lines just before
+    # a key go with it.
+    entries, pending = [], []
+    for line in lines[specs[0] + 1:]:
+        m = _SPEC_KEY.match(line)
+        if m:
+            entries.append([m.group(1), pending + [line]])
+            pending = []
+        elif not line.strip() or line.lstrip().startswith("#"):
+            pending.append(line)
+        elif line.startswith("   ") and entries:
+            entries[-1][1] += pending + [line]
+            pending = []
+        else:
+            raise ValueError(f"{name}: unexpected line in spec: {line!r}")
+    out_spec, out_wasm = [], []
+    for key, block in entries:
+        if key in TE_SPEC_FIELDS:
+            if key == "phase":
+                block = [line.replace("UNSPECIFIED_PHASE", "UNSPECIFIED") for line in block]
+            out_spec += block
+        elif key in TE_WASM_FIELDS:
+            out_wasm += [("  " + line) if line.strip() else "" for line in block]
+        else:
+            raise ValueError(f"{name}: spec.{key} has no TrafficExtension equivalent here")
+    return head + out_spec + ["  wasm:"] + out_wasm + pending
+
+
+def traffic_extension_manifest(text: str, name: str) -> str:
+    """istio/<name>.yaml (WasmPlugins) → istio/traffic-extensions/<name>.yaml (TrafficExtensions). The
+    result is checked against `traffic_extension_from_wasmplugin` of each document."""
+    docs, cur = [], []
+    for line in text.split("\n"):
+        if line == "---":
+            docs.append(cur)
+            cur = []
+        else:
+            cur.append(line)
+    docs.append(cur)
+    out = "\n".join(te_header(name) + "\n---\n".join("\n".join(_te_document(d, name)) for d in docs).split("\n"))
+    want = [traffic_extension_from_wasmplugin(d, synthetic=False) for d in yaml.safe_load_all(text) if d]
+    got = [d for d in yaml.safe_load_all(out) if d]
+    if got != want:
+        raise AssertionError(f"{name}: the rewritten manifest is not the TrafficExtension of the WasmPlugin")
+    return out
+
+
+def write_traffic_extension_manifests(istio_dir: Path) -> list:
+    """Writes istio/traffic-extensions/<name>.yaml for every istio/<name>.yaml; returns the paths."""
+    out_dir = istio_dir / TE_DIR_NAME
+    out_dir.mkdir(exist_ok=True)
+    written = []
+    for src in sorted(istio_dir.glob("*.yaml")):
+        dest = out_dir / src.name
+        dest.write_text(traffic_extension_manifest(src.read_text(encoding="utf-8"), src.stem), encoding="utf-8")
+        written.append(dest)
+    return written
+
+
+if __name__ == "__main__":
+    for p in write_traffic_extension_manifests(Path(__file__).resolve().parent.parent / "istio"):
+        print(f"wrote {p}")

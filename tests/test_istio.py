@@ -1,9 +1,11 @@
-"""Istio packaging: the WasmPlugin manifests in istio/ are valid for Istio's real CRD, work in the real
-Envoy the way istiod and istio-agent would configure it, and the OCI images from scripts/oci are
-reproducible and readable by an independent tool (skopeo).
+"""Istio packaging: the WasmPlugin manifests in istio/ and their TrafficExtension forms (Istio >= 1.30)
+in istio/traffic-extensions/ are valid for Istio's real CRDs, work in the real Envoy the way istiod and
+istio-agent would configure them, and the OCI images from scripts/oci are reproducible and readable by
+an independent tool (skopeo).
 
-The filters covered are the entries of tests/istio_filters.py FILTERS; each must have istio/<name>.yaml,
-a built module and an OCI image — nothing here is skipped because a file is missing.
+The filters covered are the entries of tests/istio_filters.py FILTERS (every policy, and the suite
+module that runs them all); each must have istio/<name>.yaml, istio/traffic-extensions/<name>.yaml, a
+built module and an OCI image — nothing here is skipped because a file is missing.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import copy
 import gzip
 import hashlib
+import importlib.machinery
+import importlib.util
 import io
 import json
 import re
@@ -18,7 +22,6 @@ import shutil
 import subprocess
 import tarfile
 import tomllib
-from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,17 +29,27 @@ import pytest
 
 import harness
 import istio_translate as tr
-from istio_crd import CRD_PATH, RULES, ISTIO_DATA, WasmPluginValidator, load_docs, strip_err
-from istio_filters import FILTERS, assert_headers_applied
+from istio_crd import CRD_PATH, RULES, ISTIO_DATA, TE_CRD_PATH, WasmPluginValidator, load_docs, strip_err
+from istio_filters import FILTERS, SUITE, SUITE_ORDER, combined_mesh, walk_chain
 
 ROOT = harness.ROOT
 ISTIO_DIR = ROOT / "istio"
+TE_DIR = ISTIO_DIR / tr.TE_DIR_NAME
 CHAIN = ISTIO_DIR / "chain.yaml"
 MANIFESTS = sorted(ISTIO_DIR.glob("*.yaml"))
+TE_MANIFESTS = sorted(TE_DIR.glob("*.yaml"))
 FILTER_NAMES = sorted(FILTERS)
+POLICY_NAMES = [n for n in FILTER_NAMES if n != SUITE]  # the suite runs them all
 REGISTRY = "registry.example.com/meshwall"
 with open(ROOT / "Cargo.toml", "rb") as _f:
     VERSION = tomllib.load(_f)["workspace"]["package"]["version"]
+
+
+def module_file(name: str) -> Path:
+    """The module filters/<name> builds: <its [lib] name>.wasm (the suite's is meshwall.wasm), in
+    target/wasm32-wasip1/release or MESHWALL_WASM_DIR (a snapshot, while the build is rerun)."""
+    with open(ROOT / "filters" / name / "Cargo.toml", "rb") as f:
+        return harness.MODULE_DIR / (tomllib.load(f)["lib"]["name"] + ".wasm")
 
 VALID_FIXTURES = load_docs(ISTIO_DATA / "wasmplugin-valid.yaml")
 INVALID_FIXTURES = load_docs(ISTIO_DATA / "wasmplugin-invalid.yaml")
@@ -49,6 +62,11 @@ def _doc_id(d) -> str:
 @pytest.fixture(scope="module")
 def validator():
     return WasmPluginValidator(CRD_PATH)
+
+
+@pytest.fixture(scope="module")
+def te_validator():
+    return WasmPluginValidator(TE_CRD_PATH)
 
 
 # --- 1. the validator is Istio's CRD, and it is real ---------------------------------------------------
@@ -134,6 +152,14 @@ def test_accepts(validator, spec):
 def test_every_filter_has_a_manifest_and_every_manifest_a_filter():
     per_filter = {p.stem for p in MANIFESTS if p != CHAIN}
     assert per_filter == set(FILTERS), "istio/<name>.yaml ⇔ an entry in tests/istio_filters.py FILTERS"
+    assert [p.name for p in TE_MANIFESTS] == [p.name for p in MANIFESTS], \
+        "istio/traffic-extensions/<name>.yaml ⇔ istio/<name>.yaml"
+
+
+def test_every_policy_crate_is_covered_and_the_suite_runs_them_all():
+    crates = {p.parent.name for p in (ROOT / "filters").glob("*/Cargo.toml")} - {"core"}
+    assert crates == set(FILTERS), "a FILTERS entry (and manifests) per filter crate"
+    assert sorted(SUITE_ORDER) == POLICY_NAMES
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
@@ -150,6 +176,7 @@ def test_filter_manifest_follows_conventions(name):
     assert len(docs) == 1
     wp = docs[0]
     spec = wp["spec"]
+    assert wp["kind"] == "WasmPlugin"
     assert wp["metadata"]["name"] == f"meshwall-{name}"
     assert wp["metadata"]["namespace"] == "istio-system"
     assert spec["url"] == f"oci://{REGISTRY}/{name}:{VERSION}", "the image tag is the workspace version"
@@ -259,9 +286,9 @@ def test_callout_clusters_are_the_ones_istiod_builds_for_their_host():
     # In a mesh a plugin can only call a cluster istiod put in the gateway's config: for an external
     # host that is the ServiceEntry's cluster `outbound|<port>||<host>` (istio/README.md).
     found = []
-    for path in MANIFESTS:
+    for path in MANIFESTS + TE_MANIFESTS:
         for doc in load_docs(path):
-            for at, uri, cluster in _callouts(doc["spec"].get("pluginConfig", {})):
+            for at, uri, cluster in _callouts(tr.wasmplugin_spec(doc).get("pluginConfig", {})):
                 u = urlsplit(uri)
                 assert u.scheme == "https", f"{path.name} {at}: the IdP is reached over TLS"
                 want = tr.outbound_cluster_name(u.hostname, u.port or 443)
@@ -275,7 +302,8 @@ def test_callout_clusters_are_the_ones_istiod_builds_for_their_host():
 def run_oci(out: Path, *names: str) -> dict:
     """Runs scripts/oci (no names: its default, every filter crate); returns {filter: manifest digest}
     from what it prints."""
-    r = subprocess.run(["python3", str(ROOT / "scripts" / "oci"), "--out", str(out), *names],
+    r = subprocess.run(["python3", str(ROOT / "scripts" / "oci"), "--out", str(out),
+                        "--wasm-dir", str(harness.MODULE_DIR), *names],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     found = {}
@@ -315,11 +343,25 @@ def test_oci_by_default_packs_exactly_the_filters_covered_here(oci_images, tmp_p
 
 
 def test_oci_refuses_a_module_that_is_not_built(tmp_path):
-    r = subprocess.run(["python3", str(ROOT / "scripts" / "oci"), "--out", str(tmp_path), "no-such-filter"],
+    r = subprocess.run(["python3", str(ROOT / "scripts" / "oci"), "--out", str(tmp_path),
+                        "--wasm-dir", str(harness.MODULE_DIR), "no-such-filter"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "meshwall_no-such-filter.wasm" in r.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_oci_packs_the_module_each_crate_builds():
+    # scripts/oci finds a crate's module by its `[lib] name` (meshwall_<name>; the suite: meshwall).
+    loader = importlib.machinery.SourceFileLoader("meshwall_oci", str(ROOT / "scripts" / "oci"))
+    oci = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(oci)
+    assert oci.all_filters() == FILTER_NAMES
+    for name in FILTER_NAMES:
+        assert oci.module_file(name) == module_file(name).name
+        assert module_file(name).is_file(), f"{module_file(name)}: make build"
+    assert oci.module_file(SUITE) == "meshwall.wasm"
+    assert oci.module_file("no-such-filter") == "meshwall_no-such-filter.wasm"
 
 
 def skopeo() -> str:
@@ -335,7 +377,7 @@ def skopeo() -> str:
 def test_oci_image_read_back_by_skopeo_holds_the_exact_module(oci_images, name, tmp_path):
     out, digests = oci_images
     layout = out / name
-    wasm = (harness.WASM_DIR / f"meshwall_{name}.wasm").read_bytes()
+    wasm = module_file(name).read_bytes()
     ref = f"oci:{layout}:{VERSION}"
 
     info = json.loads(subprocess.run([skopeo(), "inspect", ref], capture_output=True, text=True,
@@ -381,10 +423,12 @@ def fetch(oci_images):
 
 
 def _rolled_out(wp: dict, digests: dict) -> dict:
-    """The manifest with spec.sha256 set to the image digest, as istio/README.md tells operators."""
+    """The manifest with (spec or spec.wasm).sha256 set to the image digest, as istio/README.md tells
+    operators."""
     wp = copy.deepcopy(wp)
-    name = wp["spec"]["url"].rsplit("/", 1)[-1].split(":")[0]
-    wp["spec"]["sha256"] = digests[name]
+    spec = wp["spec"]["wasm"] if wp["kind"] == "TrafficExtension" else wp["spec"]
+    name = spec["url"].rsplit("/", 1)[-1].split(":")[0]
+    spec["sha256"] = digests[name]
     return wp
 
 
@@ -393,28 +437,31 @@ def _wasm_names(cfg: dict) -> list:
     return [f["name"] for f in hcm["http_filters"]]
 
 
+# A filter's name in the gateway's Envoy: WasmPlugin on Istio < 1.30, TrafficExtension (Istio >= 1.30).
+FILTER_PREFIX = {"WasmPlugin": "extensions.istio.io/wasmplugin/istio-system.meshwall-",
+                 "TrafficExtension": "extensions.istio.io/trafficextension/istio-system.meshwall-"}
+
+
+@pytest.mark.parametrize("kind", ["WasmPlugin", "TrafficExtension"])
 @pytest.mark.parametrize("name", FILTER_NAMES)
-def test_manifest_works_in_envoy_as_istio_configures_it(name, oci_images, fetch, echo, validator, tmp_path):
-    [wp] = load_docs(ISTIO_DIR / f"{name}.yaml")
-    wp = _rolled_out(wp, oci_images[1])
-    assert validator.errors(wp) == []
-    with FILTERS[name].mesh(wp["spec"]["pluginConfig"]) as mesh:
-        _run_single(name, wp, mesh, fetch, echo, tmp_path)
-
-
-def _run_single(name, wp, mesh, fetch, echo, tmp_path):
-    cfg = tr.bootstrap([wp], tr.Gateway(), fetch, tmp_path, extra_clusters=mesh.clusters)
-    assert _wasm_names(cfg) == [f"extensions.istio.io/wasmplugin/istio-system.meshwall-{name}",
-                                "envoy.filters.http.router"]
-    [plugin] = harness.wasm_filters(cfg)
-    assert plugin["name"] == f"istio-system.meshwall-{name}"
-    assert plugin["root_id"] == f"meshwall.{name}"
-    assert plugin["failure_policy"] == "FAIL_CLOSED"
-    assert "environment_variables" not in plugin["vm_config"], "the agent strips its ISTIO_META_* variables"
-    module = Path(plugin["vm_config"]["code"]["local"]["filename"]).read_bytes()
-    assert module == (harness.WASM_DIR / f"meshwall_{name}.wasm").read_bytes(), "the agent pulled our module"
-    with harness.Envoy(cfg, echo_port=echo.port) as envoy:
-        FILTERS[name].probe(envoy, wp["spec"]["pluginConfig"], mesh)
+def test_manifest_works_in_envoy_as_istio_configures_it(name, kind, oci_images, fetch, echo, validator,
+                                                        te_validator, tmp_path):
+    [doc] = load_docs((ISTIO_DIR if kind == "WasmPlugin" else TE_DIR) / f"{name}.yaml")
+    doc = _rolled_out(doc, oci_images[1])
+    assert (validator if kind == "WasmPlugin" else te_validator).errors(doc) == []
+    plugin_config = tr.wasmplugin_spec(doc)["pluginConfig"]
+    with FILTERS[name].mesh(plugin_config) as mesh:
+        cfg = tr.bootstrap([doc], tr.Gateway(), fetch, tmp_path, extra_clusters=mesh.clusters)
+        assert _wasm_names(cfg) == [FILTER_PREFIX[kind] + name, "envoy.filters.http.router"]
+        [plugin] = harness.wasm_filters(cfg)
+        assert plugin["name"] == f"istio-system.meshwall-{name}"
+        assert plugin["root_id"] == f"meshwall.{name}"
+        assert plugin["failure_policy"] == "FAIL_CLOSED"
+        assert "environment_variables" not in plugin["vm_config"], "the agent strips its ISTIO_META_* variables"
+        module = Path(plugin["vm_config"]["code"]["local"]["filename"]).read_bytes()
+        assert module == module_file(name).read_bytes(), "the agent pulled our module"
+        with harness.Envoy(cfg, echo_port=echo.port) as envoy:
+            FILTERS[name].probe(envoy, plugin_config, mesh)
 
 
 def test_a_wrong_sha256_stops_the_rollout(oci_images, fetch, tmp_path):
@@ -437,18 +484,28 @@ def test_without_server_header_passthrough_istio_envoy_is_put_back(oci_images, f
         assert r.header("x-content-type-options") == "nosniff"
 
 
-# --- 6. the full chain ---------------------------------------------------------------------------------
+# --- 6. the full chain, and the suite -------------------------------------------------------------
 
-DESIGN_ORDER = ["headers", "jwt", "ratelimit", "validate"]  # the documented order; headers first to see every reply
+# The documented order; headers first, to see every reply.
+DESIGN_ORDER = ["headers", "access", "cors", "jwt", "apikey", "ratelimit", "validate"]
+SUITE_YAML = ISTIO_DIR / "suite.yaml"
 
 
 def _chain_filter(wp: dict) -> str:
-    return wp["spec"]["pluginName"].removeprefix("meshwall.")
+    return tr.wasmplugin_spec(wp)["pluginName"].removeprefix("meshwall.")
+
+
+def test_the_designed_order_is_the_suites():
+    # filters/suite/src/policy.rs runs its sections in `ORDER`: the same order as the chain's plugins.
+    src = (ROOT / "filters" / "suite" / "src" / "policy.rs").read_text()
+    m = re.search(r"pub const ORDER: &\[&str\] = &\[(.*?)\];", src, re.S)
+    assert m, "ORDER in filters/suite/src/policy.rs"
+    assert re.findall(r'"([a-z]+)"', m.group(1)) == DESIGN_ORDER == SUITE_ORDER
 
 
 def test_chain_has_every_filter_once():
     names = [_chain_filter(wp) for wp in load_docs(CHAIN)]
-    assert sorted(names) == FILTER_NAMES, "istio/chain.yaml holds every filter of FILTERS, once"
+    assert sorted(names) == POLICY_NAMES, "istio/chain.yaml holds every policy of FILTERS, once"
     for wp in load_docs(CHAIN):
         single = load_docs(ISTIO_DIR / f"{_chain_filter(wp)}.yaml")[0]
         assert wp["metadata"] == single["metadata"], "same object names as the single-filter manifests"
@@ -456,48 +513,118 @@ def test_chain_has_every_filter_once():
             {k: v for k, v in single["spec"].items() if k != "pluginConfig"}
 
 
-def test_chain_order_is_the_designed_order(tmp_path):
-    docs = load_docs(CHAIN)
+# The chain as istiod sees it: WasmPlugins (Istio < 1.30), the same WasmPlugins on Istio >= 1.30
+# (translated into TrafficExtensions `<name>~istio-translated-wasmplugin`), TrafficExtensions.
+CHAIN_FORMS = {
+    "wasmplugin": lambda: load_docs(CHAIN),
+    "wasmplugin-istio-1.30": lambda: [tr.traffic_extension_from_wasmplugin(wp) for wp in load_docs(CHAIN)],
+    "trafficextension": lambda: load_docs(TE_DIR / CHAIN.name),
+}
+
+
+@pytest.mark.parametrize("form", CHAIN_FORMS)
+def test_chain_order_is_the_designed_order(form, tmp_path):
+    docs = CHAIN_FORMS[form]()
     cfg = tr.bootstrap(docs, tr.Gateway(), lambda uri, sha: b"\0asm\1\0\0\0", tmp_path)
-    got = [n.removeprefix("extensions.istio.io/wasmplugin/istio-system.meshwall-") for n in _wasm_names(cfg)]
-    want = [f for f in DESIGN_ORDER if f in {_chain_filter(wp) for wp in docs}]
-    assert got == want + ["envoy.filters.http.router"]
+    pattern = r"extensions\.istio\.io/[a-z]+/istio-system\.meshwall-([a-z]+)(~istio-translated-wasmplugin)?"
+    got = [re.fullmatch(pattern, n) for n in _wasm_names(cfg)[:-1]]
+    assert all(got), _wasm_names(cfg)
+    assert [m.group(1) for m in got] == DESIGN_ORDER
+    assert _wasm_names(cfg)[-1] == "envoy.filters.http.router"
 
 
-class _With:
-    """The Envoy, with `extra` headers on every request (the credentials of the plugins before)."""
-
-    def __init__(self, envoy, extra: list):
-        self.envoy, self.extra = envoy, list(extra)
-
-    def request(self, method, path, headers=None, body=None, **kw):
-        pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
-        return self.envoy.request(method, path, pairs + self.extra, body, **kw)
-
-    def __getattr__(self, name):
-        return getattr(self.envoy, name)
-
-
-def test_chain_in_envoy_headers_cleans_the_local_replies_of_later_plugins(oci_images, fetch, echo, tmp_path):
-    docs = [_rolled_out(wp, oci_images[1]) for wp in load_docs(CHAIN)]
-    by_filter = {_chain_filter(wp): wp["spec"]["pluginConfig"] for wp in docs}
-    headers_cfg = by_filter["headers"]
-    later = [f for f in DESIGN_ORDER if f in by_filter and f != "headers"]
-    assert later, "the chain has plugins after headers"
-    with ExitStack() as stack:
-        meshes = {n: stack.enter_context(FILTERS[n].mesh(c)) for n, c in by_filter.items()}
-        clusters = [c for m in meshes.values() for c in m.clusters]
-        cfg = tr.bootstrap(docs, tr.Gateway(), fetch, tmp_path, extra_clusters=clusters)
+@pytest.mark.parametrize("form", CHAIN_FORMS)
+def test_chain_in_envoy_headers_cleans_the_local_replies_of_later_plugins(form, oci_images, fetch, echo, tmp_path):
+    docs = [_rolled_out(wp, oci_images[1]) for wp in CHAIN_FORMS[form]()]
+    by_filter = {_chain_filter(wp): tr.wasmplugin_spec(wp)["pluginConfig"] for wp in docs}
+    with combined_mesh(by_filter) as mesh:
+        cfg = tr.bootstrap(docs, tr.Gateway(), fetch, tmp_path, extra_clusters=mesh.clusters)
         with harness.Envoy(cfg, echo_port=echo.port) as envoy:
-            credentials = []  # what the plugins already passed want to see
-            for name in later:
-                assert FILTERS[name].local_reply is not None, f"FILTERS[{name!r}] needs a local_reply"
-                r = FILTERS[name].local_reply(_With(envoy, credentials), by_filter[name], meshes[name])
-                assert_headers_applied(r, headers_cfg)
-                if FILTERS[name].credentials is not None:
-                    credentials += FILTERS[name].credentials(envoy, by_filter[name], meshes[name])
-            # the router's own local reply too (no virtual host for this authority), for a request
-            # every plugin lets through
-            r = _With(envoy, credentials).request("GET", "/v1/pets?limit=5", {"Host": "unknown.example"})
-            assert r.status == 404 and r.body == b"", r
-            assert_headers_applied(r, headers_cfg)
+            walk_chain(envoy, by_filter, mesh.state, DESIGN_ORDER)
+
+
+def test_suite_is_the_chain_in_one_plugin():
+    [suite] = load_docs(SUITE_YAML)
+    chain = {_chain_filter(wp): wp for wp in load_docs(CHAIN)}
+    sections = suite["spec"]["pluginConfig"]
+    # Each section is the pluginConfig of the same policy in chain.yaml — no difference: the one the
+    # suite would need (no bypass_cors_preflight in jwt/apikey beside cors, which the suite refuses)
+    # chain.yaml has too, because there cors also runs before them.
+    assert list(sections) == DESIGN_ORDER, "every policy, in the order the suite runs them"
+    assert sections == {n: wp["spec"]["pluginConfig"] for n, wp in chain.items()}
+    for n in ("jwt", "apikey"):
+        assert sections[n]["bypass_cors_preflight"] is False, n
+    # In the chain's first place (headers: AUTHN 1000), so on the way back it sees every reply.
+    first = chain[DESIGN_ORDER[0]]["spec"]
+    assert (suite["spec"]["phase"], suite["spec"]["priority"]) == (first["phase"], first["priority"])
+
+
+# --- 7. TrafficExtension (Istio >= 1.30) ----------------------------------------------------------------
+
+def _te(spec: dict, name: str = "p") -> dict:
+    return {"apiVersion": "extensions.istio.io/v1alpha1", "kind": "TrafficExtension",
+            "metadata": {"name": name, "namespace": "istio-system"}, "spec": spec}
+
+
+@pytest.mark.parametrize("spec, reason", [
+    ({"wasm": {"url": URL}, "lua": {"inlineCode": "x"}}, "exactly one of wasm or lua must be set"),
+    ({"selector": {"matchLabels": {"a": "b"}}}, "exactly one of wasm or lua must be set"),
+    ({"wasm": {"url": URL}, "selector": {"matchLabels": {"a": "b"}}, "targetRefs": [{"kind": "Gateway", "name": "g"}]},
+     "only one of targetRefs or selector can be set"),
+    ({"wasm": {"url": "ftp://example.com/x.wasm"}}, "url must have schema one of"),
+    ({"wasm": {"url": URL, "sha256": "sha256:" + "a" * 64}}, "spec.wasm.sha256 in body should match"),
+    ({"wasm": {"url": URL}, "phase": "UNSPECIFIED_PHASE"}, "spec.phase: Unsupported value"),  # WasmPlugin's enum
+    ({"wasm": {}}, "spec.wasm.url: Required value"),
+    ({"url": URL}, 'unknown field(s): "spec.url"'),  # a WasmPlugin spec is not a TrafficExtension's
+])
+def test_te_crd_rejects(te_validator, spec, reason):
+    errors = te_validator.errors(_te(spec))
+    assert any(reason in e for e in errors), f"want {reason!r}, got {errors}"
+
+
+@pytest.mark.parametrize("fixture", [_doc_id(d) for d in VALID_FIXTURES])
+def test_istios_valid_wasmplugins_translate_to_valid_traffic_extensions(fixture, te_validator):
+    wp = _fixture(fixture)
+    te = tr.traffic_extension_from_wasmplugin(wp, synthetic=False)
+    assert te_validator.errors(te) == []
+    assert tr.wasmplugin_spec(te) == wp["spec"]
+    synthetic = tr.traffic_extension_from_wasmplugin(wp)
+    assert synthetic["metadata"]["name"] == f"{fixture}~istio-translated-wasmplugin"
+    assert tr.plugin_config(synthetic) == tr.plugin_config(wp) | {"name": f"default.{synthetic['metadata']['name']}"}
+
+
+def test_te_translation_details():
+    te = tr.traffic_extension_from_wasmplugin(_wp({"url": URL, "targetRef": {"kind": "Gateway", "name": "gw"},
+                                                   "phase": "UNSPECIFIED_PHASE", "type": "HTTP"}), synthetic=False)
+    assert te["spec"] == {"targetRefs": [{"kind": "Gateway", "name": "gw"}], "phase": "UNSPECIFIED",
+                          "wasm": {"url": URL, "type": "HTTP"}}
+    assert tr.resource_name(te) == "extensions.istio.io/trafficextension/istio-system.p"
+    assert tr.resource_name(_wp({"url": URL})) == "extensions.istio.io/wasmplugin/istio-system.p"
+    with pytest.raises(ValueError, match="verificationKey"):
+        tr.traffic_extension_from_wasmplugin(_wp({"url": URL, "verificationKey": "k"}))
+    # Translated WasmPlugins and TrafficExtensions are ordered together, by phase then priority.
+    mixed = [_te({"wasm": {"url": URL}, "phase": "UNSPECIFIED"}, name="te-none"),
+             tr.traffic_extension_from_wasmplugin(_wp({"url": URL, "phase": "AUTHZ"}, name="wp-authz")),
+             _te({"wasm": {"url": URL}, "phase": "AUTHN", "priority": 1}, name="te-authn")]
+    assert [d["metadata"]["name"] for d in tr.ordered(mixed)] == [
+        "te-authn", "wp-authz~istio-translated-wasmplugin", "te-none"]
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_traffic_extension_manifest_is_its_wasmplugin_manifest(path, te_validator):
+    te_path = TE_DIR / path.name
+    assert te_path.read_text() == tr.traffic_extension_manifest(path.read_text(), path.stem), \
+        f"{te_path} is stale: run python3 tests/istio_translate.py"
+    wps, tes = load_docs(path), load_docs(te_path)
+    assert len(tes) == len(wps)
+    for wp, te in zip(wps, tes):
+        assert te_validator.errors(te) == [], _doc_id(te)
+        assert te["metadata"] == wp["metadata"]
+        assert tr.wasmplugin_spec(te) == wp["spec"], "TrafficExtension → the WasmPlugin spec it stands for"
+        assert te == tr.traffic_extension_from_wasmplugin(wp, synthetic=False)
+        # istiod gives the gateway the same PluginConfig for both (name included) …
+        assert tr.plugin_config(te) == tr.plugin_config(wp)
+        # … and on Istio >= 1.30 the WasmPlugin is that TrafficExtension under another name.
+        synthetic = tr.traffic_extension_from_wasmplugin(wp)
+        assert tr.wasmplugin_spec(synthetic) == tr.wasmplugin_spec(te)
+        assert tr.resource_name(synthetic) == tr.resource_name(te) + "~istio-translated-wasmplugin"

@@ -238,8 +238,31 @@ def scenario_chain(mode):
              Variant("suite without validate", [suite_filter({k: v for k, v in sections.items() if k != "validate"})], load=load)])
 
 
+def scenario_suite7(mode):
+    """All seven policies on in the suite module: the chain's four plus access (a private-network
+    allow list), cors (an allowed origin on every request) and apikey (10,000 consumers, the key
+    of one on every request), against the seven as separate modules and the native chain (which has no
+    equivalent of access, cors, apikey and validate)."""
+    from bench_apikey import apikey_config, bench_key
+
+    native_jwt, ours_jwt, load = jwt_setup("ES256", False)
+    sections = chain_sections(ours_jwt)
+    sections["access"] = {"allow": ["127.0.0.0/8", "10.0.0.0/8"], "deny": ["10.66.0.0/16"]}
+    sections["cors"] = {"default": {"allow_origin_string_match": [{"exact": "https://app.example.com"}],
+                                    "allow_methods": "GET, POST", "allow_credentials": True}}
+    sections["apikey"] = apikey_config(10_000)
+    order = ["headers", "access", "cors", "jwt", "apikey", "ratelimit", "validate"]
+    load7 = Load(headers=load.headers + ["Origin: https://app.example.com", f"x-api-key: {bench_key(7)}"])
+    modules = [wasm_filter(n, sections[n]) for n in order]
+    return ("all seven policies: headers, access, cors, cached ES256 jwt, apikey (10,000 consumers), ratelimit, validate",
+            [Variant("native chain", [native_jwt, native_local_ratelimit()], route_extra=NATIVE_HEADERS_ROUTE, load=load7),
+             Variant("no filter", load=load7),
+             Variant("meshwall: seven modules", modules, load=load7),
+             Variant("meshwall: suite, all seven", [suite_filter({n: sections[n] for n in order})], load=load7)])
+
+
 from bench_apikey import scenario_apikey  # noqa: E402  (it imports Variant, Load, wasm_filter from here)
 
-SCENARIOS = {"chain": scenario_chain, "apikey": scenario_apikey, "headers": scenario_headers, "jwt-cached": scenario_jwt_cached,
+SCENARIOS = {"chain": scenario_chain, "suite7": scenario_suite7, "apikey": scenario_apikey, "headers": scenario_headers, "jwt-cached": scenario_jwt_cached,
              "jwt-es256": scenario_jwt_es256, "jwt-rs256": scenario_jwt_rs256, "ratelimit": scenario_ratelimit,
              "validate": scenario_validate}

@@ -140,11 +140,11 @@ def main() -> int:
             s = e.stats()
             get = lambda name: sum(v for k, v in s.items() if k.endswith(f"meshwall.ratelimit.{name}"))  # noqa: E731
             rows.append({"keys_sent": c, "rss_kib": rss_kib(pid),
-                         "evictions": get("table.evictions"), "reclaims": get("table.reclaims"),
-                         "allowed": get("rule.per-key.allowed"), "cas_retries": get("table.cas_retries"),
+                         "evictions": get("table_evictions"), "reclaims": get("table_reclaims"),
+                         "allowed": get("allowed.rule.per-key"), "cas_retries": get("table_cas_retries"),
                          "seconds": round(time.monotonic() - started, 1)})
             print(json.dumps(rows[-1]), flush=True)
-        table_bytes = e.stat("meshwall.ratelimit.table.bytes")
+        table_bytes = e.stat("meshwall.ratelimit.table_bytes")
     first, last = rows[0], rows[-1]
     full_at = next((r for r in rows if r["keys_sent"] >= args.shards * args.slots), last)
     summary = {

@@ -33,7 +33,7 @@ unit: setup
 # the policies (packaging, Istio and meshwall-rls tests do not depend on the form).
 SUITE_FORM_TESTS := tests/test_headers.py tests/test_access.py tests/test_cors.py tests/test_jwt.py \
 	tests/test_jwt_redteam.py tests/test_apikey.py tests/test_ratelimit.py tests/test_validate.py \
-	tests/test_canonical.py tests/test_canonical_bodies.py
+	tests/test_canonical.py tests/test_canonical_bodies.py tests/test_ratelimit_global.py
 integration: build
 	$(PYTEST) -q tests
 	MESHWALL_FORM=suite $(PYTEST) -q $(SUITE_FORM_TESTS)

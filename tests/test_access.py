@@ -98,16 +98,16 @@ def test_an_allowed_request_reaches_the_upstream_unchanged(envoy):
 
 
 def test_metrics(envoy):
-    names = ["allowed", "denied", "denied.deny_list", "denied.not_allowed", "denied.no_client_address",
-             "ambiguous.path_params"]
+    names = ["allowed", "denied.reason.deny_list", "denied.reason.not_allowed", "denied.reason.no_client_address",
+             "ambiguous.reason.path_params"]
     before = {n: envoy.stat(f"meshwall.access.{n}") for n in names}
     envoy.request("GET", "/hello")
     envoy.request("GET", "/hello", source_ip=INSIDER)
     envoy.request("GET", "/internal/x", source_ip=INSIDER)
     envoy.request("GET", "/hello", source_ip=BLOCKED)
     envoy.request("GET", "/internal;x/y", source_ip=INSIDER)
-    want = {"allowed": 2, "denied": 2, "denied.deny_list": 1, "denied.not_allowed": 1,
-            "denied.no_client_address": 0, "ambiguous.path_params": 1}
+    want = {"allowed": 2, "denied.reason.deny_list": 1, "denied.reason.not_allowed": 1,
+            "denied.reason.no_client_address": 0, "ambiguous.reason.path_params": 1}
     for n in names:
         assert envoy.stat(f"meshwall.access.{n}") - before[n] == want[n], n
 
@@ -350,9 +350,9 @@ def test_one_trusted_proxy_in_front(start_envoy, how):
     for junk in ["unknown", "198.51.100.7, junk"]:
         r = e.request("GET", "/internal/x", [("x-forwarded-for", junk)], source_ip=OPERATOR)
         assert r.status == 403, (how, junk, r)
-    before = e.stat("meshwall.access.denied.no_client_address")
+    before = e.stat("meshwall.access.denied.reason.no_client_address")
     e.request("GET", "/hello", [("x-forwarded-for", "unknown")], source_ip=INSIDER)
-    assert e.stat("meshwall.access.denied.no_client_address") - before == (1 if how == "filter_hops" else 0)
+    assert e.stat("meshwall.access.denied.reason.no_client_address") - before == (1 if how == "filter_hops" else 0)
 
 
 def test_with_filter_hops_x_forwarded_for_in_another_spelling_is_refused(start_envoy):
@@ -364,7 +364,7 @@ def test_with_filter_hops_x_forwarded_for_in_another_spelling_is_refused(start_e
     r = e.request("GET", "/hello", [("x-forwarded-for", "198.51.100.8"), ("x_forwarded_for", "198.51.100.7")],
                   source_ip=INSIDER)
     assert r.status == 400 and r.json()["reason"] == "header_spelling", r
-    assert e.stat("meshwall.access.ambiguous.header_spelling") == 1
+    assert e.stat("meshwall.access.ambiguous.reason.header_spelling") == 1
     r = raw_client.h2(e.port, "GET", "/internal/x", [("x_forwarded_for", "198.51.100.7")], source_ip=INSIDER)
     assert r.status == 400, r
 

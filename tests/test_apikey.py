@@ -128,8 +128,9 @@ def test_metrics(envoy):
     def stat(name):
         return envoy.stat(f"meshwall.apikey.{name}")
 
-    before = {n: stat(n) for n in ["allowed", "anonymous", "denied.missing", "denied.invalid",
-                                   "denied.multiple", "denied.forbidden", "ambiguous.path_params"]}
+    before = {n: stat(n) for n in ["allowed", "anonymous", "denied.reason.missing", "denied.reason.invalid",
+                                   "denied.reason.multiple", "denied.reason.forbidden",
+                                   "ambiguous.reason.path_params"]}
     envoy.request("GET", "/orders", [key(MOBILE)])
     envoy.request("GET", "/healthz")
     envoy.request("GET", "/orders")

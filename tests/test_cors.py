@@ -301,9 +301,9 @@ def test_metrics_count_preflights_and_origins(start_envoy):
     e.request("OPTIONS", "/api/x", preflight(origin=EVIL))
     e.request("OPTIONS", "/strict/x", preflight(origin=EVIL))
     e.request("GET", "/api/x", {"Origin": APP})
-    assert e.stat("meshwall.cors.preflight.allowed") == 1
-    assert e.stat("meshwall.cors.preflight.forwarded") == 1
-    assert e.stat("meshwall.cors.preflight.denied") == 1
+    assert e.stat("meshwall.cors.preflight_allowed") == 1
+    assert e.stat("meshwall.cors.preflight_forwarded.reason.origin_not_allowed") == 1
+    assert e.stat("meshwall.cors.preflight_denied.reason.origin_not_allowed") == 1
     assert e.stat("meshwall.cors.origin_valid") == 2
     assert e.stat("meshwall.cors.origin_invalid") == 2
 

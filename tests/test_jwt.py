@@ -181,7 +181,7 @@ def test_remote_jwks_loaded_once_for_both_workers(env):
         assert get(env, "/remote/x", tok).status == 200
     # …from a single fetch: one per Envoy, not per worker.
     assert env.jwks.hits == 1
-    assert env.envoy.stat("meshwall.jwt.jwks_fetch.ok") == 1
+    assert env.envoy.stat("meshwall.jwt.jwks_fetch_ok") == 1
 
 
 # ---------------------------------------------------------------- algorithms
@@ -230,7 +230,7 @@ def test_attacks_reach_no_upstream_and_are_counted(env, attacks):
     stats = env.envoy.stats()
     for reason in ["bad_signature", "unsupported_alg", "unknown_kid", "no_fitting_key", "expired", "malformed",
                    "bad_header", "bad_claims", "audience", "issuer", "too_large", "missing_exp", "not_yet_valid"]:
-        assert sum(v for k, v in stats.items() if k.endswith(f"meshwall.jwt.denied.{reason}")) > 0, reason
+        assert sum(v for k, v in stats.items() if k.endswith(f"meshwall.jwt.denied.reason.{reason}")) > 0, reason
 
 
 # ---------------------------------------------------------------- replies and outputs
@@ -369,12 +369,12 @@ def test_jwks_server_down_fails_closed(env):
     tok = env.k1.sign("ES256", claims(DOWN_ISS))
     r = get(env, "/down/x", tok)
     assert_401(r, "Jwks not available")
-    assert wait_for(lambda: env.envoy.stat("meshwall.jwt.jwks_fetch.failed") >= 1)
-    assert env.envoy.stat("meshwall.jwt.denied.jwks_unavailable") >= 1
+    assert wait_for(lambda: env.envoy.stat("meshwall.jwt.jwks_fetch_failed") >= 1)
+    assert env.envoy.stat("meshwall.jwt.denied.reason.jwks_unavailable") >= 1
     assert "no JWKS loaded yet" in env.envoy.log_text()
     # Retried after failed_refetch_duration (1s), still failing.
-    n = env.envoy.stat("meshwall.jwt.jwks_fetch.failed")
-    assert wait_for(lambda: env.envoy.stat("meshwall.jwt.jwks_fetch.failed") > n)
+    n = env.envoy.stat("meshwall.jwt.jwks_fetch_failed")
+    assert wait_for(lambda: env.envoy.stat("meshwall.jwt.jwks_fetch_failed") > n)
     assert_401(get(env, "/down/x", tok), "Jwks not available")
 
 
@@ -383,12 +383,12 @@ def test_remote_jwks_answering_errors_keeps_last_good_keys(env):
     assert get(env, "/remote/x", tok).status == 200
     env.jwks.status = 503
     try:
-        failed = env.envoy.stat("meshwall.jwt.jwks_fetch.failed")
+        failed = env.envoy.stat("meshwall.jwt.jwks_fetch_failed")
         # An unknown kid asks for a refetch, which fails (503).
         stranger = Keyring(prefix="k4-").sign("ES256", claims(REMOTE_ISS))
         time.sleep(1.1)
         assert get(env, "/remote/x", stranger).status == 401
-        assert wait_for(lambda: env.envoy.stat("meshwall.jwt.jwks_fetch.failed") > failed)
+        assert wait_for(lambda: env.envoy.stat("meshwall.jwt.jwks_fetch_failed") > failed)
         assert get(env, "/remote/x", env.k1.sign("ES256", claims(REMOTE_ISS, jti="after"))).status == 200
     finally:
         env.jwks.status = 200
@@ -397,19 +397,42 @@ def test_remote_jwks_answering_errors_keeps_last_good_keys(env):
 # ---------------------------------------------------------------- metrics, cache, config
 
 
+def prometheus_samples(envoy) -> dict:
+    """`/stats/prometheus` samples as {'name{labels}': value} (`name` alone without labels)."""
+    out = {}
+    for line in envoy.admin("/stats/prometheus").decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name.removesuffix("{}")] = float(value)
+    return out
+
+
 def test_metrics_are_exported(env):
     tok = local_token(env, jti="cache-me")
     for _ in range(4):
         assert get(env, "/api/x", tok).status == 200
+    assert_401(get(env, "/api/x"))
     stats = env.envoy.stats()
     names = [k for k in stats if "meshwall.jwt." in k]
-    for n in ["allowed", "denied.missing", "denied.bad_signature", "cache.hit", "cache.miss", "jwks_fetch.ok",
-              "jwks_fetch.failed"]:
-        assert any(k.endswith("meshwall.jwt." + n) for k in names), n
+    for n in ["allowed", "denied.reason.missing", "denied.reason.bad_signature", "denied.reason.expired",
+              "cache_hit", "cache_miss", "jwks_fetch_ok", "jwks_fetch_failed", "ambiguous.reason.path_params"]:
+        assert any(k == "wasmcustom.meshwall.jwt." + n for k in names), n
     # 4 requests over 2 workers: at least 2 are cache hits.
-    assert env.envoy.stat("meshwall.jwt.cache.hit") >= 2
-    prom = env.envoy.admin("/stats/prometheus").decode()
-    assert "meshwall_jwt_allowed" in prom or "meshwall.jwt.allowed" in prom
+    assert env.envoy.stat("meshwall.jwt.cache_hit") >= 2
+    # Prometheus: one counter per decision, the reason as a label (the example's stats_tags).
+    prom = prometheus_samples(env.envoy)
+    missing = env.envoy.stat("meshwall.jwt.denied.reason.missing")
+    assert missing >= 1 and prom['meshwall_jwt_denied{reason="missing"}'] == missing
+    assert prom["meshwall_jwt_allowed"] == env.envoy.stat("meshwall.jwt.allowed") >= 4
+    assert prom['meshwall_jwt_ambiguous{reason="path_params"}'] == env.envoy.stat(
+        "meshwall.jwt.ambiguous.reason.path_params")
+    families = {k.split("{")[0] for k in prom if k.startswith("meshwall_jwt_")}
+    assert families == {"meshwall_jwt_allowed", "meshwall_jwt_denied", "meshwall_jwt_ambiguous",
+                        "meshwall_jwt_cache_hit", "meshwall_jwt_cache_miss", "meshwall_jwt_jwks_fetch_ok",
+                        "meshwall_jwt_jwks_fetch_failed"}, families
+    reasons = {k.split('"')[1] for k in prom if k.startswith("meshwall_jwt_denied{")}
+    assert {"missing", "expired", "bad_signature", "jwks_unavailable", "forbidden"} <= reasons, reasons
+    assert all(k.startswith('meshwall_jwt_denied{reason="') for k in prom if k.startswith("meshwall_jwt_denied"))
 
 
 def test_weak_key_config_is_refused_by_envoy():
@@ -551,4 +574,4 @@ def test_token_cookie_given_twice_is_refused(env):
                [("Cookie", f"Session={tok}")]):
         r = get(env, "/public/x", headers=hs)
         assert r.status == 400 and r.json()["reason"] == "repeated_cookie", (hs, r.status, r.body)
-    assert env.envoy.stat("meshwall.jwt.ambiguous.repeated_cookie") >= 3
+    assert env.envoy.stat("meshwall.jwt.ambiguous.reason.repeated_cookie") >= 3

@@ -57,8 +57,12 @@ def test_demo_login_limit_is_independent_of_the_global_one(start_envoy):
     assert e.request("POST", "/x/../login", source_ip="127.0.0.2").status == 429
     # Another client address has its own buckets.
     assert e.request("POST", "/login", source_ip="127.0.0.3").status == 200
-    assert stat(e, "rule.login.allowed") == 6
-    assert stat(e, "rule.login.limited") == 3
+    assert stat(e, "allowed.rule.login") == 6
+    assert stat(e, "limited.rule.login") == 3
+    # In Prometheus the rule is a label (the example's stats_tags).
+    prom = e.admin("/stats/prometheus").decode().splitlines()
+    assert 'meshwall_ratelimit_allowed{rule="login"} 6' in prom
+    assert 'meshwall_ratelimit_limited{rule="login"} 3' in prom
 
 
 def test_demo_global_limit_per_ip(start_envoy):
@@ -76,10 +80,10 @@ def test_bucket_of_100_admits_exactly_100_across_4_workers(start_envoy):
     e = start_envoy(cfg, concurrency=4)
     counts = burst(e.port, connections=20, total=1000)
     assert counts == {200: 100, 429: 900}, counts
-    assert stat(e, "rule.global.allowed") == 100
-    assert stat(e, "rule.global.limited") == 900
-    assert stat(e, "table.cas_exhausted") == 0
-    assert stat(e, "table.errors") == 0
+    assert stat(e, "allowed.rule.global") == 100
+    assert stat(e, "limited.rule.global") == 900
+    assert stat(e, "table_cas_exhausted") == 0
+    assert stat(e, "table_errors") == 0
 
 
 def test_refill_rate_within_one_percent_of_theory(start_envoy):
@@ -135,9 +139,9 @@ def test_shadow_mode_never_rejects_but_counts(start_envoy):
     e = start_envoy(harness.direct_response(config_with({"rules": [rule("trial", IP, 2, "1h", shadow=True)]})), concurrency=4)
     counts = burst(e.port, connections=4, total=40)
     assert counts == {200: 40}
-    assert stat(e, "rule.trial.allowed") == 2
-    assert stat(e, "rule.trial.shadow_limited") == 38
-    assert stat(e, "rule.trial.limited") == 0
+    assert stat(e, "allowed.rule.trial") == 2
+    assert stat(e, "shadow_limited.rule.trial") == 38
+    assert stat(e, "limited.rule.trial") == 0
 
 
 def test_headers_on_allowed_and_rejected_responses(start_envoy):
@@ -268,7 +272,7 @@ def test_login_limit_cannot_be_escaped_by_any_spelling(start_envoy, upstream, pr
     # Not the login rule: another method, another path.
     assert send("GET", "/login").status == 200
     assert send("POST", "/login/x").status == 200
-    assert stat(e, "rule.login.allowed") == 5
+    assert stat(e, "allowed.rule.login") == 5
 
 
 @pytest.mark.parametrize("proto", ["h1", "h2"])
@@ -284,7 +288,7 @@ def test_ambiguous_paths_are_refused_and_counted_without_taking_a_token(start_en
     assert upstream.since(mark) == []
     for reason in {reason for _, reason in AMBIGUOUS}:
         want = sum(1 for _, r in AMBIGUOUS if r == reason)
-        assert stat(e, f"ambiguous.{reason}") == want, reason
+        assert stat(e, f"ambiguous.reason.{reason}") == want, reason
     assert "meshwall.ratelimit: 400 ambiguous request: path_params" in e.log_text()
     # No token was taken: the five logins are all still there.
     assert [raw_client.request(proto, e.port, "POST", "/login").status for _ in range(6)] == [200] * 5 + [429]
@@ -318,8 +322,8 @@ def test_key_header_must_have_one_value_in_one_spelling(start_envoy, upstream, p
         else:
             assert (r.status, problem_reason(r)) == (400, reason), (headers, r)
     assert upstream.since(mark) == [], "a refused request reaches nothing"
-    assert stat(e, "ambiguous.repeated_header") == 2
-    assert stat(e, "ambiguous.header_spelling") == (0 if envoy_rejects_underscores else 3)
+    assert stat(e, "ambiguous.reason.repeated_header") == 2
+    assert stat(e, "ambiguous.reason.header_spelling") == (0 if envoy_rejects_underscores else 3)
     # K9 was never charged; outside the rule's paths the header is not looked at.
     assert [send([("x-api-key", "K9")]).status for _ in range(3)] == [200, 200, 429]
     assert send([("x-api-key", "K1"), ("x-api-key", "K1")], path="/health").status == 200

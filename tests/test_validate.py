@@ -207,12 +207,19 @@ def test_metrics(envoy):
         was = sum(v for k, v in before.items() if k.endswith(suffix))
         return now - was
 
-    assert delta("meshwall.validate.rejected_404") == 1
-    assert delta("meshwall.validate.rejected_405") == 1
-    assert delta("meshwall.validate.rejected_400_param") == 1
-    assert delta("meshwall.validate.rejected_400_body") == 1
-    assert delta("meshwall.validate.rejected_415") == 1
+    assert delta("meshwall.validate.rejected.status.404.reason.unknown_path") == 1
+    assert delta("meshwall.validate.rejected.status.405.reason.method_not_allowed") == 1
+    assert delta("meshwall.validate.rejected.status.400.reason.invalid_param") == 1
+    assert delta("meshwall.validate.rejected.status.400.reason.invalid_body") == 1
+    assert delta("meshwall.validate.rejected.status.415.reason.unsupported_media_type") == 1
     assert delta("meshwall.validate.validated") >= 1
+    # In Prometheus, one `rejected` family with the status and the reason as labels.
+    prom = envoy.admin("/stats/prometheus").decode().splitlines()
+    for status, reason in [("404", "unknown_path"), ("405", "method_not_allowed"), ("400", "invalid_param"),
+                           ("400", "invalid_body"), ("415", "unsupported_media_type")]:
+        n = envoy.stat(f"meshwall.validate.rejected.status.{status}.reason.{reason}")
+        assert f'meshwall_validate_rejected{{reason="{reason}",status="{status}"}} {n}' in prom, (status, reason)
+    assert not [ln for ln in prom if ln.startswith("meshwall_validate_rejected_")]
 
 
 # -- other configurations ------------------------------------------------------------
@@ -285,7 +292,7 @@ def test_report_only_mode(start_envoy):
     assert e.request("GET", "/v1/pets?limit=1000").status == 200
     assert post(e, "/v1/pets", {"name": 5}).status == 200
     assert e.stat("meshwall.validate.report_only") == 3
-    assert e.stat("meshwall.validate.rejected_404") == 0
+    assert e.stat("meshwall.validate.rejected.status.404.reason.unknown_path") == 0
     assert "report-only" in e.log_text()
 
 
@@ -469,7 +476,7 @@ def test_the_filter_alone_refuses_ambiguity(start_envoy):
     assert refused(r, "repeated_header"), r
     r = e.request("GET", "/things?limit[]=500")
     assert refused(r, "repeated_param"), r
-    assert e.stat("meshwall.validate.ambiguous.header_spelling") == 2
+    assert e.stat("meshwall.validate.ambiguous.reason.header_spelling") == 2
     for body, want in [(b'{"n": 9223372036854775807}', None),
                        (b'{"n": 9223372036854775808}', ("body", "/n", "format")),
                        (b'{"n": -9223372036854775809}', ("body", "/n", "format")),

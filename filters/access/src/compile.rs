@@ -6,7 +6,8 @@
 use crate::cidr::Cidr;
 use crate::config::{AccessConfig, RouteMatch, RuleConfig, MAX_TRUSTED_HOPS};
 use crate::ipset::IpSet;
-use meshwall_core::{CanonConfig, ConfigError, Host, MethodSet, MetricId, MetricKind, PathMatch};
+use meshwall_core::metrics::{Counter, Counters, Label, Registry};
+use meshwall_core::{CanonConfig, ConfigError, Host, MethodSet, PathMatch};
 
 /// Which addresses an `allow` list lets through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +115,8 @@ pub(crate) fn compile(cfg: &AccessConfig) -> Result<Compiled, ConfigError> {
     })
 }
 
-/// Why a request was denied: the suffix of its counter `meshwall.access.denied.<reason>`.
+/// Why a request was denied: the `reason` label of its counter
+/// (`meshwall.access.denied.reason.<reason>`, `meshwall_access_denied{reason="…"}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyReason {
     /// The address is in the global `deny` list or the matching rule's.
@@ -126,6 +128,13 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
+    /// Every reason, for defining one counter each at configure time.
+    pub const ALL: [DenyReason; 3] = [
+        DenyReason::DenyList,
+        DenyReason::NotAllowed,
+        DenyReason::NoClientAddress,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             DenyReason::DenyList => "deny_list",
@@ -135,37 +144,23 @@ impl DenyReason {
     }
 }
 
-/// The counters, defined at configure time.
+/// The counters, defined at configure time: `meshwall.access.allowed` and
+/// `meshwall.access.denied.reason.<reason>` (their sum over reasons is every denial).
 pub(crate) struct Metrics {
-    pub(crate) allowed: MetricId,
-    pub(crate) denied: MetricId,
-    pub(crate) deny_list: MetricId,
-    pub(crate) not_allowed: MetricId,
-    pub(crate) no_client_address: MetricId,
-}
-
-fn counter(host: &dyn Host, name: &str) -> Result<MetricId, ConfigError> {
-    let name = format!("meshwall.access.{name}");
-    host.define_metric(MetricKind::Counter, &name)
-        .map_err(|e| ConfigError::new(".", format!("cannot define metric {name}: {e}")))
+    pub(crate) allowed: Counter,
+    pub(crate) denied: Counters,
 }
 
 impl Metrics {
     pub(crate) fn define(host: &dyn Host) -> Result<Self, ConfigError> {
+        let m = Registry::of::<crate::policy::AccessPolicy>(host);
         Ok(Metrics {
-            allowed: counter(host, "allowed")?,
-            denied: counter(host, "denied")?,
-            deny_list: counter(host, "denied.deny_list")?,
-            not_allowed: counter(host, "denied.not_allowed")?,
-            no_client_address: counter(host, "denied.no_client_address")?,
+            allowed: m.counter("allowed", &[])?,
+            denied: m.counters(
+                "denied",
+                Label::Reason,
+                &DenyReason::ALL.map(DenyReason::code),
+            )?,
         })
-    }
-
-    pub(crate) fn reason(&self, r: DenyReason) -> MetricId {
-        match r {
-            DenyReason::DenyList => self.deny_list,
-            DenyReason::NotAllowed => self.not_allowed,
-            DenyReason::NoClientAddress => self.no_client_address,
-        }
     }
 }

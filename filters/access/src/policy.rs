@@ -118,12 +118,11 @@ impl Policy for AccessPolicy {
         match self.decide(req) {
             Err(a) => self.refusals.refuse(&a, host),
             Ok(Verdict::Allow) => {
-                host.increment_metric(self.metrics.allowed, 1);
+                self.metrics.allowed.inc(host);
                 Action::proceed()
             }
             Ok(Verdict::Deny(reason)) => {
-                host.increment_metric(self.metrics.denied, 1);
-                host.increment_metric(self.metrics.reason(reason), 1);
+                self.metrics.denied.inc(reason.code(), host);
                 if reason == DenyReason::NoClientAddress {
                     log::info!("meshwall.access: 403 no client address (denied)");
                 } else {

@@ -8,7 +8,8 @@ use crate::keys::{parse_key, Digest, KeyIndex};
 use crate::sources::Source;
 use meshwall_core::canon::same_header;
 use meshwall_core::config::{is_tchar, writable_header_name, FRAMING_HEADERS};
-use meshwall_core::{CanonConfig, ConfigError, Host, MethodSet, MetricId, MetricKind, PathMatch};
+use meshwall_core::metrics::{Counter, Counters, Label, Registry};
+use meshwall_core::{CanonConfig, ConfigError, Host, MethodSet, PathMatch};
 use std::collections::HashMap;
 
 /// Headers that can be neither a key source nor an output header, besides the framing ones.
@@ -51,19 +52,13 @@ impl Rule {
     }
 }
 
+/// `meshwall.apikey.allowed`, `.anonymous`, `.denied.reason.<Denial::reason>`, and the
+/// gauges `.consumers` and `.keys` (see `meshwall_core::metrics`). No metric per consumer:
+/// there may be thousands.
 pub(crate) struct Metrics {
-    pub(crate) allowed: MetricId,
-    pub(crate) anonymous: MetricId,
-    pub(crate) missing: MetricId,
-    pub(crate) invalid: MetricId,
-    pub(crate) multiple: MetricId,
-    pub(crate) forbidden: MetricId,
-}
-
-fn define(host: &dyn Host, kind: MetricKind, name: &str) -> Result<MetricId, ConfigError> {
-    let full = format!("meshwall.apikey.{name}");
-    host.define_metric(kind, &full)
-        .map_err(|e| ConfigError::new(".", format!("cannot define metric {full}: {e}")))
+    pub(crate) allowed: Counter,
+    pub(crate) anonymous: Counter,
+    pub(crate) denied: Counters,
 }
 
 impl Metrics {
@@ -73,21 +68,16 @@ impl Metrics {
         consumers: usize,
         keys: usize,
     ) -> Result<Self, ConfigError> {
-        let c = |name: &str| define(host, MetricKind::Counter, name);
-        let gauge = |name: &str, v: usize| -> Result<(), ConfigError> {
-            let id = define(host, MetricKind::Gauge, name)?;
-            host.record_metric(id, u64::try_from(v).unwrap_or(u64::MAX));
-            Ok(())
-        };
-        gauge("consumers", consumers)?;
-        gauge("keys", keys)?;
+        let m = Registry::of::<crate::policy::ApiKeyPolicy>(host);
+        for (name, v) in [("consumers", consumers), ("keys", keys)] {
+            m.gauge(name, &[])?
+                .set(host, u64::try_from(v).unwrap_or(u64::MAX));
+        }
+        let reasons = crate::policy::Denial::ALL.map(crate::policy::Denial::reason);
         Ok(Metrics {
-            allowed: c("allowed")?,
-            anonymous: c("anonymous")?,
-            missing: c("denied.missing")?,
-            invalid: c("denied.invalid")?,
-            multiple: c("denied.multiple")?,
-            forbidden: c("denied.forbidden")?,
+            allowed: m.counter("allowed", &[])?,
+            anonymous: m.counter("anonymous", &[])?,
+            denied: m.counters("denied", Label::Reason, &reasons)?,
         })
     }
 }

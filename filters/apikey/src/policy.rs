@@ -13,9 +13,10 @@ use crate::config::ApiKeyConfig;
 use crate::keys::KeyIndex;
 use crate::sources::{extract, removal_ops, Refused, Source};
 use meshwall_core::canon::same_header;
+use meshwall_core::metrics::Counter;
 use meshwall_core::{
-    canonical_path, Action, CanonConfig, ConfigError, HeaderOp, Headers, Host, LocalReply,
-    MetricId, Policy, Refusals, Request,
+    canonical_path, Action, CanonConfig, ConfigError, HeaderOp, Headers, Host, LocalReply, Policy,
+    Refusals, Request,
 };
 
 /// Why a request is denied (401, or 403 for `Forbidden`).
@@ -28,6 +29,14 @@ pub enum Denial {
 }
 
 impl Denial {
+    /// Every reason, for defining one counter each at configure time.
+    pub const ALL: [Denial; 4] = [
+        Denial::Missing,
+        Denial::Invalid,
+        Denial::Multiple,
+        Denial::Forbidden,
+    ];
+
     /// The fixed `detail` of the problem reply.
     pub fn detail(self) -> &'static str {
         match self {
@@ -38,7 +47,7 @@ impl Denial {
         }
     }
 
-    /// The metric suffix (`meshwall.apikey.denied.<reason>`).
+    /// The `reason` label of its counter (`meshwall.apikey.denied.reason.<reason>`).
     pub fn reason(self) -> &'static str {
         match self {
             Denial::Missing => "missing",
@@ -107,18 +116,12 @@ impl ApiKeyPolicy {
         self.index.max_bucket_len()
     }
 
-    fn count(&self, id: MetricId, host: &dyn Host) {
-        host.increment_metric(id, 1);
+    fn count(&self, c: Counter, host: &dyn Host) {
+        c.inc(host);
     }
 
     fn deny(&self, d: Denial, host: &dyn Host) -> Action {
-        let id = match d {
-            Denial::Missing => self.metrics.missing,
-            Denial::Invalid => self.metrics.invalid,
-            Denial::Multiple => self.metrics.multiple,
-            Denial::Forbidden => self.metrics.forbidden,
-        };
-        self.count(id, host);
+        self.metrics.denied.inc(d.reason(), host);
         log::debug!("meshwall.apikey: request denied: {}", d.reason());
         let reply = match d {
             Denial::Forbidden => LocalReply::problem(403, d.detail()),

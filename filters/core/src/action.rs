@@ -25,6 +25,15 @@ pub enum Action {
     },
     /// Answer the request here; it never reaches the upstream.
     Reply(LocalReply),
+    /// The request waits for a callout the policy made in this phase ([`crate::Host::grpc_call`]):
+    /// nothing of it goes on (headers, body and trailers are held) until
+    /// `Policy::on_request_callout` answers. The header changes apply now. Only meaningful as
+    /// the answer to `on_request_headers` or `on_request_callout` (a policy that made several
+    /// calls answers `Wait` again until the last one is in).
+    ///
+    /// Envoy answers every call: with the response, or with a non-zero gRPC status when it
+    /// fails or passes the timeout given to `grpc_call` (which bounds the wait).
+    Wait(Vec<HeaderOp>),
 }
 
 impl Action {

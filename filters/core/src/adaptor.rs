@@ -7,7 +7,7 @@
 use crate::action::LocalReply;
 use crate::config::parse_config;
 use crate::exchange::{Exchange, Step};
-use crate::host::{CalloutResponse, Host, HostError, MetricId, MetricKind};
+use crate::host::{CalloutResponse, GrpcResponse, Host, HostError, MetricId, MetricKind};
 use crate::http::{client_ip_from_address, split_pseudo, HeaderOp, Headers, Request, Response};
 use crate::policy::Policy;
 use proxy_wasm::hostcalls;
@@ -83,6 +83,47 @@ impl Host for WasmHost {
         hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, Vec::new(), timeout)
             .map_err(status_error)
     }
+
+    fn grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        initial_metadata: &[(&str, &[u8])],
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        // Envoy reads the upstream as a serialized `GrpcService` and, only when that fails to
+        // parse, as a cluster name: some names parse as a (wrong) GrpcService, so send the
+        // message (a name too long for it goes as it is).
+        let upstream = grpc_service(cluster).unwrap_or_else(|| cluster.to_string());
+        hostcalls::dispatch_grpc_call(
+            &upstream,
+            service,
+            method,
+            initial_metadata.to_vec(),
+            Some(message),
+            timeout,
+        )
+        .map_err(status_error)
+    }
+}
+
+/// `envoy.config.core.v3.GrpcService { envoy_grpc (1): EnvoyGrpc { cluster_name (1) } }`, for
+/// an ASCII name of at most 125 bytes (both lengths then fit one varint byte, and the bytes are
+/// a `&str` for the SDK).
+fn grpc_service(cluster: &str) -> Option<String> {
+    let n = u8::try_from(cluster.len()).ok().filter(|n| *n <= 125)?;
+    if !cluster.is_ascii() {
+        return None;
+    }
+    let mut out = String::with_capacity(cluster.len() + 4);
+    out.push('\n'); // field 1, length-delimited
+    out.push(char::from(n + 2));
+    out.push('\n');
+    out.push(char::from(n));
+    out.push_str(cluster);
+    Some(out)
 }
 
 fn read_map(map: MapType) -> Vec<(String, String)> {
@@ -252,7 +293,39 @@ fn carry_out(step: Step) -> WasmAction {
     }
 }
 
-impl<P: Policy> Context for Http<P> {}
+impl<P: Policy> Context for Http<P> {
+    /// The answer to a gRPC call this request made while its headers were handled.
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some(policy) = self.policy.clone() else {
+            return;
+        };
+        let message = if status_code != 0 || response_size > policy.max_callout_body() {
+            Vec::new()
+        } else {
+            read_buffer(BufferType::GrpcReceiveBuffer, response_size)
+        };
+        let response = GrpcResponse {
+            status_code,
+            message,
+            message_size: response_size,
+        };
+        let mut read = |max: usize| read_buffer(BufferType::HttpRequestBody, max);
+        match self
+            .x
+            .callout_response(&policy, token_id, response, &mut read, &WasmHost)
+        {
+            Step::Continue(ops) => {
+                apply_ops(MapType::HttpRequestHeaders, &ops);
+                if let Err(e) = hostcalls::resume_http_request() {
+                    log::error!("meshwall.{}: resuming the request failed: {e:?}", P::NAME);
+                }
+            }
+            // Still waiting (another call), or now buffering the body: the request stays held.
+            Step::Pause(ops) => apply_ops(MapType::HttpRequestHeaders, &ops),
+            Step::Reply(reply) => send_reply(&reply),
+        }
+    }
+}
 
 impl<P: Policy> HttpContext for Http<P> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> WasmAction {

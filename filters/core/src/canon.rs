@@ -145,34 +145,29 @@ impl Ambiguity {
 }
 
 /// One policy's answer to ambiguous requests: a 400 problem reply naming the reason, one
-/// log line, and a counter per reason (`meshwall.<policy>.ambiguous.<reason>`).
+/// log line, and a counter per reason (`meshwall.<policy>.ambiguous.reason.<reason>`, in
+/// Prometheus `meshwall_<policy>_ambiguous{reason="<reason>"}`; see [`crate::metrics`]).
 pub struct Refusals {
     policy: &'static str,
-    metrics: Vec<Option<crate::host::MetricId>>,
+    counters: crate::metrics::Counters,
 }
 
 impl Refusals {
-    /// Defines the counters (at configure time).
+    /// Defines the counters (at configure time); `policy` is the policy's `Policy::NAME`.
     pub fn define(policy: &'static str, host: &dyn crate::host::Host) -> Self {
-        let metrics = Ambiguity::REASONS
-            .iter()
-            .map(|r| {
-                host.define_metric(
-                    crate::host::MetricKind::Counter,
-                    &format!("meshwall.{policy}.ambiguous.{r}"),
-                )
-                .ok()
-            })
-            .collect();
-        Refusals { policy, metrics }
+        let counters = crate::metrics::Registry::new(policy, host)
+            .counters(
+                "ambiguous",
+                crate::metrics::Label::Reason,
+                Ambiguity::REASONS,
+            )
+            .unwrap_or_default();
+        Refusals { policy, counters }
     }
 
     /// Counts, logs and answers an ambiguous request.
     pub fn refuse(&self, a: &Ambiguity, host: &dyn crate::host::Host) -> crate::action::Action {
-        let i = Ambiguity::REASONS.iter().position(|r| *r == a.reason());
-        if let Some(Some(id)) = i.and_then(|i| self.metrics.get(i)) {
-            host.increment_metric(*id, 1);
-        }
+        self.counters.inc(a.reason(), host);
         log::info!(
             "meshwall.{}: 400 ambiguous request: {}",
             self.policy,

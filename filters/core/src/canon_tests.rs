@@ -164,8 +164,14 @@ fn refusals_count_per_reason_and_answer_400() {
         crate::Action::Reply(reply) => assert_eq!(reply.status, 400),
         other => panic!("{other:?}"),
     }
-    assert_eq!(host.metric("meshwall.jwt.ambiguous.path_params"), 1);
-    assert!(host
-        .metric_names()
-        .contains(&"meshwall.jwt.ambiguous.path_backslash".to_string()));
+    assert_eq!(host.metric("meshwall.jwt.ambiguous.reason.path_params"), 1);
+    // One counter per reason, all defined at configure time.
+    let names = host.metric_names();
+    for reason in Ambiguity::REASONS {
+        assert!(
+            names.contains(&format!("meshwall.jwt.ambiguous.reason.{reason}")),
+            "{reason}"
+        );
+    }
+    assert_eq!(names.len(), Ambiguity::REASONS.len());
 }

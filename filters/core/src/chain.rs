@@ -7,11 +7,15 @@
 //! phase still runs through every policy, so a policy placed first on the request path (the
 //! `headers` cleanup) sees every reply last. A policy that asks for the body holds the rest of
 //! the chain until the body is complete: the later policies then run their header phase, and
-//! their body phase on the same body.
+//! their body phase on the same body. A policy that waits for a callout ([`Action::Wait`])
+//! holds the rest of the chain the same way: the answer goes to it, and once it lets the
+//! request go on the later policies run their header phase (and may read the body or wait on
+//! their own callouts). A policy that waits must come before any policy that reads the body:
+//! a header phase run after a body verdict cannot wait any more (the chain then answers 500).
 
-use crate::action::{Action, Body, Verdict};
+use crate::action::{Action, Body, LocalReply, Verdict};
 use crate::config::ConfigError;
-use crate::host::{CalloutResponse, Host};
+use crate::host::{CalloutResponse, GrpcResponse, Host};
 use crate::http::{HeaderOp, Headers, Request, Response};
 use crate::policy::Policy;
 use std::borrow::Cow;
@@ -23,13 +27,15 @@ pub struct Chain<A, B> {
     pub second: Option<B>,
 }
 
-/// Which policy is waiting for the body, and the request as it sees it.
+/// Which policy is waiting for the body or for a callout, and the request as it sees it.
 #[derive(Default)]
 enum Waiting {
     #[default]
     None,
     First(Request),
     Second(Request),
+    FirstCallout(Request),
+    SecondCallout(Request),
 }
 
 /// Per-request state of a chain: each policy's own, and who waits for the body.
@@ -103,6 +109,50 @@ impl<A: Policy, B: Policy> Chain<A, B> {
                     hold_headers,
                 }
             }
+            Action::Wait(more) => {
+                let mut req = req;
+                apply_to(&mut req, &more);
+                ops.extend(more);
+                ex.waiting = Waiting::SecondCallout(req.into_owned());
+                Action::Wait(ops)
+            }
+        }
+    }
+
+    /// What `first` answered (in its header phase or to a callout) for `req`: the rest of the
+    /// chain runs when it lets the request go on.
+    fn after_first(
+        &self,
+        ex: &mut ChainExchange<A, B>,
+        req: Cow<'_, Request>,
+        action: Action,
+        host: &dyn Host,
+    ) -> Action {
+        let mut cur = req;
+        match action {
+            Action::Continue(ops) => {
+                apply_to(&mut cur, &ops);
+                self.second_headers(ex, cur, ops, host)
+            }
+            Action::Reply(r) => Action::Reply(r),
+            Action::ReadBody {
+                max_bytes,
+                ops,
+                hold_headers,
+            } => {
+                apply_to(&mut cur, &ops);
+                ex.waiting = Waiting::First(cur.into_owned());
+                Action::ReadBody {
+                    max_bytes,
+                    ops,
+                    hold_headers,
+                }
+            }
+            Action::Wait(ops) => {
+                apply_to(&mut cur, &ops);
+                ex.waiting = Waiting::FirstCallout(cur.into_owned());
+                Action::Wait(ops)
+            }
         }
     }
 }
@@ -147,31 +197,65 @@ impl<A: Policy, B: Policy> Policy for Chain<A, B> {
         req: &Request,
         host: &dyn Host,
     ) -> Action {
-        let mut cur = Cow::Borrowed(req);
-        let mut ops = Vec::new();
-        if let Some(a) = runs(&self.first) {
-            match a.on_request_headers(&mut ex.first, &cur, host) {
-                Action::Continue(more) => {
-                    apply_to(&mut cur, &more);
-                    ops = more;
+        match runs(&self.first) {
+            Some(a) => {
+                let action = a.on_request_headers(&mut ex.first, req, host);
+                self.after_first(ex, Cow::Borrowed(req), action, host)
+            }
+            None => self.second_headers(ex, Cow::Borrowed(req), Vec::new(), host),
+        }
+    }
+
+    fn on_request_callout(
+        &self,
+        ex: &mut Self::Exchange,
+        _req: &Request,
+        token: u32,
+        response: GrpcResponse,
+        host: &dyn Host,
+    ) -> Action {
+        match std::mem::take(&mut ex.waiting) {
+            Waiting::FirstCallout(req) => match &self.first {
+                Some(a) => {
+                    let action = a.on_request_callout(&mut ex.first, &req, token, response, host);
+                    self.after_first(ex, Cow::Owned(req), action, host)
                 }
-                Action::Reply(r) => return Action::Reply(r),
-                Action::ReadBody {
-                    max_bytes,
-                    ops: more,
-                    hold_headers,
-                } => {
-                    apply_to(&mut cur, &more);
-                    ex.waiting = Waiting::First(cur.into_owned());
-                    return Action::ReadBody {
+                None => Action::proceed(),
+            },
+            Waiting::SecondCallout(req) => {
+                let Some(b) = &self.second else {
+                    return Action::proceed();
+                };
+                match b.on_request_callout(&mut ex.second, &req, token, response, host) {
+                    Action::Wait(ops) => {
+                        let mut cur = Cow::Owned(req);
+                        apply_to(&mut cur, &ops);
+                        ex.waiting = Waiting::SecondCallout(cur.into_owned());
+                        Action::Wait(ops)
+                    }
+                    Action::ReadBody {
                         max_bytes,
-                        ops: more,
+                        ops,
                         hold_headers,
-                    };
+                    } => {
+                        let mut cur = Cow::Owned(req);
+                        apply_to(&mut cur, &ops);
+                        ex.waiting = Waiting::Second(cur.into_owned());
+                        Action::ReadBody {
+                            max_bytes,
+                            ops,
+                            hold_headers,
+                        }
+                    }
+                    other => other,
                 }
             }
+            other => {
+                // Nobody here waits for a callout: the answer changes nothing.
+                ex.waiting = other;
+                Action::proceed()
+            }
         }
-        self.second_headers(ex, cur, ops, host)
     }
 
     fn on_request_body(
@@ -182,7 +266,9 @@ impl<A: Policy, B: Policy> Policy for Chain<A, B> {
         host: &dyn Host,
     ) -> Verdict {
         match std::mem::take(&mut ex.waiting) {
-            Waiting::None => Verdict::proceed(),
+            Waiting::None | Waiting::FirstCallout(_) | Waiting::SecondCallout(_) => {
+                Verdict::proceed()
+            }
             Waiting::Second(req) => match &self.second {
                 Some(b) => b.on_request_body(&mut ex.second, &req, body, host),
                 None => Verdict::proceed(),
@@ -201,6 +287,15 @@ impl<A: Policy, B: Policy> Policy for Chain<A, B> {
                 match self.second_headers(ex, cur, ops, host) {
                     Action::Continue(ops) => Verdict::Continue(ops),
                     Action::Reply(r) => Verdict::Reply(r),
+                    Action::Wait(_) => {
+                        // A body verdict cannot wait: fail closed (see the module documentation).
+                        ex.waiting = Waiting::None;
+                        log::error!(
+                            "meshwall.{}: a policy after one that read the body waits for a callout",
+                            B::NAME
+                        );
+                        Verdict::Reply(LocalReply::problem(500, "filter chain misconfigured"))
+                    }
                     Action::ReadBody { max_bytes, ops, .. } => {
                         let (Waiting::Second(req), Some(b)) =
                             (std::mem::take(&mut ex.waiting), &self.second)

@@ -4,7 +4,8 @@ use super::*;
 use crate::action::LocalReply;
 use crate::action::Verdict;
 use crate::exchange::send;
-use crate::host::MemHost;
+use crate::exchange::send_with;
+use crate::host::{GrpcResponse, MemHost};
 use serde::Deserialize;
 
 /// A policy that records what it saw in a header, and can refuse or read the body.
@@ -15,6 +16,9 @@ struct Cfg {
     deny_if: Option<String>,
     #[serde(default)]
     read_body: bool,
+    /// Make a gRPC call (message: the name) and wait for it; an answer `deny` refuses.
+    #[serde(default)]
+    wait: bool,
 }
 
 struct Probe(Cfg);
@@ -31,7 +35,7 @@ impl Policy for Probe {
         Ok(Probe(c))
     }
 
-    fn on_request_headers(&self, ex: &mut bool, req: &Request, _: &dyn Host) -> Action {
+    fn on_request_headers(&self, ex: &mut bool, req: &Request, host: &dyn Host) -> Action {
         *ex = true;
         if let Some(h) = &self.0.deny_if {
             if req.headers.contains(h) {
@@ -44,15 +48,33 @@ impl Policy for Probe {
             "x-path".into(),
             format!("{seen}{}", self.0.name),
         )];
-        if self.0.read_body {
-            Action::ReadBody {
-                max_bytes: 4,
-                ops,
-                hold_headers: true,
-            }
-        } else {
-            Action::Continue(ops)
+        if self.0.wait {
+            let t = std::time::Duration::from_millis(20);
+            return match host.grpc_call("rls", "s", "M", &[], self.0.name.as_bytes(), t) {
+                Ok(_) => Action::Wait(ops),
+                Err(_) => Action::Reply(LocalReply::problem(503, &self.0.name)),
+            };
         }
+        self.after_headers(ops)
+    }
+
+    fn on_request_callout(
+        &self,
+        _: &mut bool,
+        req: &Request,
+        _: u32,
+        r: GrpcResponse,
+        _: &dyn Host,
+    ) -> Action {
+        if r.message == b"deny" {
+            return Action::Reply(LocalReply::problem(429, &self.0.name));
+        }
+        // The answer's change records what the policy saw of the request when it waited.
+        let seen = req.headers.get("x-path").unwrap_or("");
+        self.after_headers(vec![HeaderOp::Append(
+            "x-called".into(),
+            format!("{}:{seen}", self.0.name),
+        )])
     }
 
     fn on_request_body(
@@ -91,6 +113,20 @@ impl Policy for Probe {
             "x-resp".into(),
             format!("{seen}{}{mark}", self.0.name),
         )]
+    }
+}
+
+impl Probe {
+    fn after_headers(&self, ops: Vec<HeaderOp>) -> Action {
+        if self.0.read_body {
+            Action::ReadBody {
+                max_bytes: 4,
+                ops,
+                hold_headers: true,
+            }
+        } else {
+            Action::Continue(ops)
+        }
     }
 }
 
@@ -248,4 +284,166 @@ fn config_errors_name_the_section() {
     .err()
     .unwrap();
     assert_eq!(e.field, "probe.name");
+}
+
+// ------------------------------------------------------------------ waiting for callouts
+
+fn waits(name: &str) -> Cfg {
+    Cfg {
+        wait: true,
+        ..cfg(name)
+    }
+}
+
+/// Answers every call with `deny` when its message (the caller's name) is in `denied`.
+fn answering(denied: &'static [&'static str]) -> MemHost {
+    let h = MemHost::new();
+    h.answer_grpc_with(move |c| {
+        let name = String::from_utf8_lossy(&c.message).into_owned();
+        GrpcResponse::ok(if denied.contains(&name.as_str()) {
+            b"deny".to_vec()
+        } else {
+            c.message.clone()
+        })
+    });
+    h
+}
+
+#[test]
+fn a_waiting_policy_holds_the_rest_of_the_chain_until_its_answer() {
+    let chain = three(cfg("a"), waits("b"), cfg("c"));
+    let h = answering(&[]);
+    // Before the answer, `c` has not seen the request.
+    let mut x = crate::exchange::Exchange::<Three>::new();
+    let step = x.request_headers(&chain, Request::new("GET", "/", &[]), true, &h);
+    assert!(matches!(step, crate::exchange::Step::Pause(_)));
+    assert!(x.ex.first && x.ex.second.first && !x.ex.second.second);
+    let s = send_with(
+        &chain,
+        &h,
+        &Request::new("GET", "/", &[]),
+        None,
+        None,
+        &ok(),
+        &mut || h.next_grpc_answer(),
+    );
+    assert_eq!(s.status, 200);
+    let up = s.upstream.clone().unwrap();
+    assert_eq!(
+        up.headers.get("x-path"),
+        Some("abc"),
+        "c ran after the answer"
+    );
+    assert_eq!(up.headers.get("x-called"), Some("b:ab"));
+    assert_eq!(s.header("x-resp"), Some("cba"));
+}
+
+#[test]
+fn an_answer_that_refuses_ends_the_request_phase() {
+    let h = answering(&["b"]);
+    let s = send_with(
+        &three(cfg("a"), waits("b"), cfg("c")),
+        &h,
+        &Request::new("GET", "/", &[]),
+        None,
+        None,
+        &ok(),
+        &mut || h.next_grpc_answer(),
+    );
+    assert_eq!((s.status, s.problem()["detail"].as_str()), (429, Some("b")));
+    assert!(s.upstream.is_none());
+    assert_eq!(s.header("x-resp"), Some("c?ba"), "c never saw the request");
+}
+
+#[test]
+fn each_waiting_policy_gets_its_own_answer_in_turn() {
+    let h = answering(&[]);
+    let chain = three(waits("a"), cfg("b"), waits("c"));
+    let s = send_with(
+        &chain,
+        &h,
+        &Request::new("GET", "/", &[]),
+        None,
+        None,
+        &ok(),
+        &mut || h.next_grpc_answer(),
+    );
+    assert_eq!(s.status, 200);
+    let up = s.upstream.unwrap();
+    assert_eq!(up.headers.get("x-path"), Some("abc"));
+    assert_eq!(
+        up.headers.get_all("x-called").collect::<Vec<_>>(),
+        ["a:a", "c:abc"]
+    );
+    let calls: Vec<Vec<u8>> = h.grpc_calls().into_iter().map(|c| c.message).collect();
+    assert_eq!(
+        calls,
+        [b"a".to_vec(), b"c".to_vec()],
+        "c called only after a's answer"
+    );
+    // The second one refuses: the first one's changes never reached the upstream.
+    let h = answering(&["c"]);
+    let s = send_with(
+        &chain,
+        &h,
+        &Request::new("GET", "/", &[]),
+        None,
+        None,
+        &ok(),
+        &mut || h.next_grpc_answer(),
+    );
+    assert_eq!((s.status, s.upstream), (429, None));
+}
+
+#[test]
+fn after_an_answer_a_later_policy_reads_the_body() {
+    let h = answering(&[]);
+    let c = Cfg {
+        read_body: true,
+        ..cfg("c")
+    };
+    let chain = three(cfg("a"), waits("b"), c);
+    for (body, status) in [
+        (&b"ok"[..], 200),
+        (&b"bad"[..], 400),
+        (&b"toolong"[..], 413),
+    ] {
+        let s = send_with(
+            &chain,
+            &h,
+            &Request::new("POST", "/", &[]),
+            Some(body),
+            None,
+            &ok(),
+            &mut || h.next_grpc_answer(),
+        );
+        assert_eq!(s.status, status, "{body:?}");
+        if status == 200 {
+            let up = s.upstream.unwrap();
+            assert_eq!(up.headers.get("x-body"), Some("c:abc"));
+            assert_eq!(up.headers.get("x-called"), Some("b:ab"));
+        } else {
+            assert!(s.upstream.is_none());
+        }
+    }
+}
+
+#[test]
+fn a_policy_cannot_wait_after_a_body_verdict() {
+    let h = answering(&[]);
+    let a = Cfg {
+        read_body: true,
+        ..cfg("a")
+    };
+    let s = send_with(
+        &three(a, waits("b"), cfg("c")),
+        &h,
+        &Request::new("POST", "/", &[]),
+        Some(b"ok"),
+        None,
+        &ok(),
+        &mut || h.next_grpc_answer(),
+    );
+    assert_eq!(s.status, 500, "fails closed");
+    assert!(s.upstream.is_none());
 }

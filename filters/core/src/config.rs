@@ -99,6 +99,52 @@ pub fn writable_header_name(
     Ok(lower)
 }
 
+/// Parses a configured duration, the one syntax of every policy: a decimal number followed by
+/// `ms`, `s`, `m` or `h` (`"60s"`, `"0.5s"`, `"500ms"`, `"1.5m"`, `"1h"`). It must be a whole
+/// number of milliseconds (`"0.0005s"` is refused, never rounded); bounds are the caller's.
+pub fn parse_duration(field: &str, s: &str) -> Result<std::time::Duration, ConfigError> {
+    let bad = || {
+        ConfigError::new(
+            field,
+            format!("`{s}` is not a duration like \"60s\", \"0.5s\" or \"500ms\""),
+        )
+    };
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (num, unit) = (
+        s.get(..split).ok_or_else(bad)?,
+        s.get(split..).ok_or_else(bad)?,
+    );
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if int.is_empty() || (num.contains('.') && frac.is_empty()) || frac.len() > 9 {
+        return Err(bad());
+    }
+    let int: u64 = int.parse().map_err(|_| bad())?;
+    let mut ms = int.checked_mul(unit_ms).ok_or_else(bad)?;
+    if !frac.is_empty() {
+        // frac / 10^len × unit_ms must be a whole number of milliseconds.
+        let f: u64 = frac.parse().map_err(|_| bad())?;
+        let scale = 10u64.pow(u32::try_from(frac.len()).map_err(|_| bad())?);
+        let part = f.checked_mul(unit_ms).ok_or_else(bad)?;
+        if part % scale != 0 {
+            return Err(ConfigError::new(
+                field,
+                format!("`{s}` is not a whole number of milliseconds"),
+            ));
+        }
+        ms = ms.checked_add(part / scale).ok_or_else(bad)?;
+    }
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 /// Parses the plugin configuration. Empty input means `{}` (every field at its default).
 /// Unknown fields, wrong types and duplicate keys are errors naming the field.
 pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
@@ -199,6 +245,48 @@ mod tests {
             "cookie"
         );
         assert!(writable_header_name("g", "Cookie", &["cookie"]).is_err());
+    }
+
+    #[test]
+    fn durations_have_one_syntax() {
+        use std::time::Duration;
+        for (text, ms) in [
+            ("5s", 5000),
+            ("1.5s", 1500),
+            ("500ms", 500),
+            ("0.5s", 500),
+            ("1m", 60_000),
+            ("1.5m", 90_000),
+            ("1h", 3_600_000),
+            ("0ms", 0),
+        ] {
+            assert_eq!(
+                parse_duration("f", text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5 s",
+            "-1s",
+            "1.s",
+            ".5s",
+            "5d",
+            "1e3ms",
+            "0.0005s",
+            "1.0001s",
+            "99999999999999999999h",
+        ] {
+            let e = parse_duration("cache_duration", bad).unwrap_err();
+            assert_eq!(e.field, "cache_duration", "{bad}");
+        }
+        assert!(parse_duration("f", "0.0005s")
+            .unwrap_err()
+            .reason
+            .contains("whole number of milliseconds"));
     }
 
     #[test]

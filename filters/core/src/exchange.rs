@@ -1,10 +1,10 @@
-//! The exchange driver: one request's way through a policy, headers → optional body →
-//! response, as plain Rust. The proxy-wasm adaptor only turns each [`Step`] into host calls;
-//! native tests drive the same machine through [`send`], so what the tests prove is what
-//! runs inside Envoy.
+//! The exchange driver: one request's way through a policy, headers → optional callout
+//! answers → optional body → response, as plain Rust. The proxy-wasm adaptor only turns each
+//! [`Step`] into host calls; native tests drive the same machine through [`send`] and
+//! [`send_with`], so what the tests prove is what runs inside Envoy.
 
 use crate::action::{Action, Body, LocalReply, Verdict};
-use crate::host::Host;
+use crate::host::{GrpcResponse, Host};
 use crate::http::{HeaderOp, Headers, Request, Response};
 use crate::policy::Policy;
 
@@ -14,7 +14,8 @@ pub enum Step {
     /// Apply these changes to the request headers, then let the request go on.
     Continue(Vec<HeaderOp>),
     /// Apply these changes to the request headers, then stop iteration: the body is being
-    /// buffered (and, when the headers are held, the headers wait for it too).
+    /// buffered (and, when the headers are held, the headers wait for it too), or the request
+    /// waits for a callout's answer (then headers, body and trailers all wait).
     Pause(Vec<HeaderOp>),
     /// Answer locally; nothing more of the request goes upstream.
     Reply(LocalReply),
@@ -28,8 +29,22 @@ enum Phase {
     Open,
     /// Buffering the body for the policy (at most `limit` bytes).
     Body { req: Request, limit: usize },
+    /// Waiting for the answer to a callout made in the header phase; what arrived of the
+    /// request meanwhile is held.
+    Waiting { req: Request, arrived: Arrived },
     /// A local reply was sent.
     Replied,
+}
+
+/// What arrived of a request while it waited for a callout (all of it held).
+#[derive(Debug, Default, Clone, Copy)]
+struct Arrived {
+    /// Bytes of body buffered so far.
+    buffered: usize,
+    /// The request is complete (no body, the last body piece, or trailers).
+    end: bool,
+    /// Trailers arrived (the body may be larger than `buffered` says).
+    trailers: bool,
 }
 
 /// One request's state: the policy's own per-request state and the driver's phase.
@@ -62,6 +77,11 @@ impl<P: Policy> Exchange<P> {
         matches!(self.phase, Phase::Body { .. })
     }
 
+    /// Whether the request waits for a callout's answer.
+    pub fn waiting(&self) -> bool {
+        matches!(self.phase, Phase::Waiting { .. })
+    }
+
     fn reply(&mut self, reply: LocalReply) -> Step {
         self.phase = Phase::Replied;
         Step::Reply(reply)
@@ -86,17 +106,56 @@ impl<P: Policy> Exchange<P> {
         end_of_stream: bool,
         host: &dyn Host,
     ) -> Step {
-        match policy.on_request_headers(&mut self.ex, &req, host) {
-            Action::Continue(ops) => Step::Continue(ops),
+        let action = policy.on_request_headers(&mut self.ex, &req, host);
+        let arrived = Arrived {
+            end: end_of_stream,
+            ..Arrived::default()
+        };
+        self.after_headers(policy, action, req, arrived, &mut |_| Vec::new(), host)
+    }
+
+    /// What the header phase (or a callout's answer, which continues it) decided becomes a
+    /// step. `arrived`: what of the request is already there (held).
+    fn after_headers(
+        &mut self,
+        policy: &P,
+        action: Action,
+        req: Request,
+        arrived: Arrived,
+        read: &mut dyn FnMut(usize) -> Vec<u8>,
+        host: &dyn Host,
+    ) -> Step {
+        match action {
+            Action::Continue(ops) => {
+                self.phase = Phase::Open;
+                Step::Continue(ops)
+            }
             Action::Reply(r) => self.reply(r),
+            Action::Wait(ops) => {
+                self.phase = Phase::Waiting { req, arrived };
+                Step::Pause(ops)
+            }
             Action::ReadBody {
                 max_bytes,
                 ops,
                 hold_headers,
             } => {
-                if end_of_stream {
-                    let next =
-                        policy.on_request_body(&mut self.ex, &req, Body::Complete(&[]), host);
+                if arrived.end || arrived.buffered > max_bytes {
+                    // The body is all there already (or too large): the verdict now.
+                    let body = if arrived.buffered > max_bytes {
+                        None
+                    } else if arrived.trailers {
+                        Some(read(max_bytes.saturating_add(1)))
+                    } else if arrived.buffered == 0 {
+                        Some(Vec::new())
+                    } else {
+                        Some(read(arrived.buffered))
+                    };
+                    let view = match &body {
+                        Some(b) if b.len() <= max_bytes => Body::Complete(b),
+                        _ => Body::TooLarge { limit: max_bytes },
+                    };
+                    let next = policy.on_request_body(&mut self.ex, &req, view, host);
                     return match self.after_body(next) {
                         Step::Continue(more) => Step::Continue([ops, more].concat()),
                         other => other,
@@ -106,13 +165,37 @@ impl<P: Policy> Exchange<P> {
                     req,
                     limit: max_bytes,
                 };
-                if hold_headers {
+                // Body bytes held while waiting stay held: letting the headers go now would
+                // send them on before the verdict.
+                if hold_headers || arrived.buffered > 0 {
                     Step::Pause(ops)
                 } else {
                     Step::Continue(ops)
                 }
             }
         }
+    }
+
+    /// A callout made by the policy while the request waits has answered (`token`, `response`).
+    /// `read` returns up to that many bytes of the body held meanwhile. Answers that no one
+    /// waits for (the request was answered, or never waited) change nothing.
+    pub fn callout_response(
+        &mut self,
+        policy: &P,
+        token: u32,
+        response: GrpcResponse,
+        read: &mut dyn FnMut(usize) -> Vec<u8>,
+        host: &dyn Host,
+    ) -> Step {
+        let (req, arrived) = match std::mem::take(&mut self.phase) {
+            Phase::Waiting { req, arrived } => (req, arrived),
+            other => {
+                self.phase = other;
+                return Step::Pause(Vec::new());
+            }
+        };
+        let action = policy.on_request_callout(&mut self.ex, &req, token, response, host);
+        self.after_headers(policy, action, req, arrived, read, host)
     }
 
     /// A piece of the body arrived: `buffered` bytes are held so far. `read` returns up to
@@ -125,10 +208,15 @@ impl<P: Policy> Exchange<P> {
         read: &mut dyn FnMut(usize) -> Vec<u8>,
         host: &dyn Host,
     ) -> Step {
-        let (req, limit) = match &self.phase {
+        let (req, limit) = match &mut self.phase {
             Phase::Replied => return Step::Pause(Vec::new()),
             Phase::Open => return Step::Continue(Vec::new()),
-            Phase::Body { req, limit } => (req, *limit),
+            Phase::Waiting { arrived, .. } => {
+                arrived.buffered = buffered;
+                arrived.end |= end_of_stream;
+                return Step::Pause(Vec::new());
+            }
+            Phase::Body { req, limit } => (&*req, *limit),
         };
         if buffered > limit {
             let action = policy.on_request_body(&mut self.ex, req, Body::TooLarge { limit }, host);
@@ -165,6 +253,12 @@ impl<P: Policy> Exchange<P> {
                 };
                 let action = policy.on_request_body(&mut self.ex, &req, view, host);
                 self.after_body(action)
+            }
+            Phase::Waiting { req, mut arrived } => {
+                arrived.end = true;
+                arrived.trailers = true;
+                self.phase = Phase::Waiting { req, arrived };
+                Step::Pause(Vec::new())
             }
             other => {
                 self.phase = other;
@@ -252,7 +346,8 @@ fn follow(step: Step, up: &mut Headers, sent: &mut bool, reply: &mut Option<Loca
 /// One exchange, the way Envoy runs it: request headers, the body (when given, or empty when
 /// `req.has_body` says one follows) in one piece, request trailers (when given), then either the
 /// local reply or `upstream` (the upstream's response) through the response phase. For native
-/// tests and tools.
+/// tests and tools. A request that waits for a callout gets no answer here and never completes
+/// (status 0, nothing upstream): use [`send_with`].
 pub fn send<P: Policy>(
     policy: &P,
     host: &dyn Host,
@@ -260,6 +355,22 @@ pub fn send<P: Policy>(
     body: Option<&[u8]>,
     trailers: Option<&Headers>,
     upstream: &Response,
+) -> Sent {
+    send_with(policy, host, req, body, trailers, upstream, &mut || None)
+}
+
+/// [`send`], with the callouts the request waits for answered by `answer` (token and answer,
+/// e.g. [`crate::MemHost::next_grpc_answer`]) once all of the request has arrived (held while
+/// it waits, as Envoy holds it). A request still waiting when `answer` has nothing more never
+/// completes: status 0, nothing upstream.
+pub fn send_with<P: Policy>(
+    policy: &P,
+    host: &dyn Host,
+    req: &Request,
+    body: Option<&[u8]>,
+    trailers: Option<&Headers>,
+    upstream: &Response,
+    answer: &mut dyn FnMut() -> Option<(u32, GrpcResponse)>,
 ) -> Sent {
     let mut x = Exchange::<P>::new();
     let has_body = req.has_body || body.is_some() || trailers.is_some();
@@ -285,6 +396,18 @@ pub fn send<P: Policy>(
     if let (Some(t), None) = (trailers, &reply) {
         let (ops, step) = x.request_trailers(policy, t, &mut read, host);
         up_trailers.apply(&ops);
+        follow(step, &mut up, &mut sent, &mut reply);
+    }
+    while x.waiting() {
+        let Some((token, response)) = answer() else {
+            return Sent {
+                status: 0,
+                headers: Headers::new(),
+                body: Vec::new(),
+                upstream: None,
+            };
+        };
+        let step = x.callout_response(policy, token, response, &mut read, host);
         follow(step, &mut up, &mut sent, &mut reply);
     }
     let (status, mut headers, body, upstream) = match reply {

@@ -58,6 +58,49 @@ impl CalloutResponse {
     }
 }
 
+/// The answer to a gRPC call made with [`Host::grpc_call`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrpcResponse {
+    /// The gRPC status: 0 (OK) when the server answered with a message; otherwise the call
+    /// failed (the server's status, or Envoy's: UNAVAILABLE when no connection could be made,
+    /// DEADLINE_EXCEEDED or UNAVAILABLE at the timeout, …) and `message` is empty.
+    pub status_code: u32,
+    /// The response message (protobuf bytes, without gRPC framing); left empty (never copied
+    /// into the VM) when `message_size` is over the policy's
+    /// [`crate::Policy::max_callout_body`].
+    pub message: Vec<u8>,
+    /// The size of the message as the host has it.
+    pub message_size: usize,
+}
+
+impl GrpcResponse {
+    /// A successful call's answer (status 0) with its whole message.
+    pub fn ok(message: Vec<u8>) -> Self {
+        GrpcResponse {
+            status_code: 0,
+            message_size: message.len(),
+            message,
+        }
+    }
+
+    /// A failed call (non-zero gRPC status, no message).
+    pub fn failed(status_code: u32) -> Self {
+        GrpcResponse {
+            status_code,
+            message: Vec::new(),
+            message_size: 0,
+        }
+    }
+}
+
+/// gRPC status codes a policy may want to tell apart.
+pub mod grpc_status {
+    pub const OK: u32 = 0;
+    pub const DEADLINE_EXCEEDED: u32 = 4;
+    pub const INTERNAL: u32 = 13;
+    pub const UNAVAILABLE: u32 = 14;
+}
+
 /// What a policy may ask of Envoy. One implementation calls proxy-wasm host functions;
 /// [`MemHost`] is the in-memory one for native tests.
 ///
@@ -84,6 +127,22 @@ pub trait Host {
         cluster: &str,
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, HostError>;
+
+    /// Starts a unary gRPC call (`service`/`method`, e.g.
+    /// `envoy.service.ratelimit.v3.RateLimitService`/`ShouldRateLimit`) to Envoy cluster
+    /// `cluster` (HTTP/2), with `message` (protobuf bytes) as the request. Made while handling
+    /// a request's headers, its answer goes to that request ([`crate::Action::Wait`],
+    /// `Policy::on_request_callout`) with the returned token. Envoy answers within `timeout`
+    /// (with a non-zero status when the call fails or takes longer).
+    fn grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        initial_metadata: &[(&str, &[u8])],
+        message: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError>;
 
@@ -114,6 +173,21 @@ pub struct RecordedCall {
     pub timeout: Duration,
 }
 
+/// A recorded [`Host::grpc_call`] of a [`MemHost`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedGrpcCall {
+    pub token: u32,
+    pub cluster: String,
+    pub service: String,
+    pub method: String,
+    pub initial_metadata: Vec<(String, Vec<u8>)>,
+    pub message: Vec<u8>,
+    pub timeout: Duration,
+}
+
+/// How a [`MemHost`] answers gRPC calls (see [`MemHost::answer_grpc_with`]).
+type GrpcResponder = Box<dyn Fn(&RecordedGrpcCall) -> GrpcResponse>;
+
 #[derive(Debug, Default)]
 struct Store {
     entries: HashMap<String, (Vec<u8>, u32)>,
@@ -136,6 +210,12 @@ struct MemInner {
     next_token: Cell<u32>,
     /// When > 0, that many upcoming CAS writes fail as if another worker won the race.
     forced_cas_failures: Cell<u32>,
+    grpc_calls: RefCell<Vec<RecordedGrpcCall>>,
+    /// How many of `grpc_calls` (oldest first) have been answered.
+    grpc_answered: Cell<usize>,
+    grpc_responder: RefCell<Option<std::rc::Rc<GrpcResponder>>>,
+    /// When > 0, that many upcoming gRPC calls cannot be started.
+    grpc_failures: Cell<u32>,
 }
 
 impl Default for MemHost {
@@ -158,6 +238,10 @@ impl MemHost {
                 calls: RefCell::new(Vec::new()),
                 next_token: Cell::new(1),
                 forced_cas_failures: Cell::new(0),
+                grpc_calls: RefCell::new(Vec::new()),
+                grpc_answered: Cell::new(0),
+                grpc_responder: RefCell::new(None),
+                grpc_failures: Cell::new(0),
             }),
         }
     }
@@ -216,6 +300,33 @@ impl MemHost {
     /// HTTP calls made so far, oldest first.
     pub fn calls(&self) -> Vec<RecordedCall> {
         self.inner.calls.borrow().clone()
+    }
+
+    /// gRPC calls made so far, oldest first.
+    pub fn grpc_calls(&self) -> Vec<RecordedGrpcCall> {
+        self.inner.grpc_calls.borrow().clone()
+    }
+
+    /// How gRPC calls are answered from now on: `f` gets each call (on this host and its
+    /// clones) and returns its answer; see [`MemHost::next_grpc_answer`].
+    pub fn answer_grpc_with(&self, f: impl Fn(&RecordedGrpcCall) -> GrpcResponse + 'static) {
+        *self.inner.grpc_responder.borrow_mut() = Some(std::rc::Rc::new(Box::new(f)));
+    }
+
+    /// Answers the oldest gRPC call not answered yet with the function given to
+    /// [`MemHost::answer_grpc_with`]: its token and the answer, as Envoy would deliver them.
+    /// `None` when every call has been answered, or no function was given.
+    pub fn next_grpc_answer(&self) -> Option<(u32, GrpcResponse)> {
+        let responder = self.inner.grpc_responder.borrow().clone()?;
+        let i = self.inner.grpc_answered.get();
+        let call = self.inner.grpc_calls.borrow().get(i).cloned()?;
+        self.inner.grpc_answered.set(i + 1);
+        Some((call.token, responder(&call)))
+    }
+
+    /// Makes the next `n` gRPC calls fail to start (as when Envoy refuses the call).
+    pub fn fail_next_grpc_calls(&self, n: u32) {
+        self.inner.grpc_failures.set(n);
     }
 }
 
@@ -298,6 +409,37 @@ impl Host for MemHost {
         });
         Ok(token)
     }
+
+    fn grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        initial_metadata: &[(&str, &[u8])],
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let failures = self.inner.grpc_failures.get();
+        if failures > 0 {
+            self.inner.grpc_failures.set(failures - 1);
+            return Err(HostError::Failed("InternalFailure".into()));
+        }
+        let token = self.inner.next_token.get();
+        self.inner.next_token.set(token + 1);
+        self.inner.grpc_calls.borrow_mut().push(RecordedGrpcCall {
+            token,
+            cluster: cluster.to_string(),
+            service: service.to_string(),
+            method: method.to_string(),
+            initial_metadata: initial_metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect(),
+            message: message.to_vec(),
+            timeout,
+        });
+        Ok(token)
+    }
 }
 
 #[cfg(test)]
@@ -352,6 +494,60 @@ mod tests {
         a.increment_metric(ia, 2);
         b.increment_metric(ib, 3);
         assert_eq!(a.metric("meshwall.x.allowed"), 5);
+    }
+
+    #[test]
+    fn grpc_calls_are_recorded_and_answered_in_order() {
+        let h = MemHost::new();
+        let worker = h.clone();
+        assert_eq!(h.next_grpc_answer(), None, "no responder, no call");
+        let t1 = h
+            .grpc_call(
+                "rls",
+                "svc",
+                "M",
+                &[("x-a", b"1")],
+                b"one",
+                Duration::from_millis(20),
+            )
+            .unwrap();
+        let t2 = worker
+            .grpc_call("rls", "svc", "M", &[], b"two", Duration::from_millis(20))
+            .unwrap();
+        assert_ne!(t1, t2);
+        assert_eq!(h.next_grpc_answer(), None, "no responder yet");
+        h.answer_grpc_with(|c| {
+            if c.message == b"one" {
+                GrpcResponse::ok(b"answer".to_vec())
+            } else {
+                GrpcResponse::failed(grpc_status::UNAVAILABLE)
+            }
+        });
+        assert_eq!(
+            worker.next_grpc_answer(),
+            Some((t1, GrpcResponse::ok(b"answer".to_vec())))
+        );
+        assert_eq!(h.next_grpc_answer(), Some((t2, GrpcResponse::failed(14))));
+        assert_eq!(h.next_grpc_answer(), None);
+        let calls = h.grpc_calls();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            calls[0].initial_metadata,
+            [("x-a".to_string(), b"1".to_vec())]
+        );
+        assert_eq!(calls[0].timeout, Duration::from_millis(20));
+        h.fail_next_grpc_calls(1);
+        assert!(h
+            .grpc_call("rls", "s", "M", &[], b"", Duration::ZERO)
+            .is_err());
+        assert!(h
+            .grpc_call("rls", "s", "M", &[], b"", Duration::ZERO)
+            .is_ok());
+        assert_eq!(
+            h.grpc_calls().len(),
+            3,
+            "a call that failed to start is not recorded"
+        );
     }
 
     #[test]

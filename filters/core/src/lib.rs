@@ -15,6 +15,7 @@ pub mod exchange;
 pub mod host;
 pub mod http;
 pub mod matching;
+pub mod metrics;
 pub mod policy;
 
 #[cfg(target_arch = "wasm32")]
@@ -26,9 +27,11 @@ pub use proxy_wasm;
 pub use action::{Action, Body, LocalReply, Verdict};
 pub use canon::{canonical_path, Ambiguity, CanonConfig, Refusals};
 pub use chain::Chain;
-pub use config::{parse_config, ConfigError};
-pub use exchange::{send, Exchange, Sent, Step};
-pub use host::{CalloutResponse, Host, HostError, MemHost, MetricId, MetricKind};
+pub use config::{parse_config, parse_duration, ConfigError};
+pub use exchange::{send, send_with, Exchange, Sent, Step};
+pub use host::{
+    CalloutResponse, GrpcResponse, Host, HostError, MemHost, MetricId, MetricKind, RecordedGrpcCall,
+};
 pub use http::{HeaderOp, Headers, Request, Response};
 pub use matching::{MethodSet, PathMatch};
 pub use policy::Policy;

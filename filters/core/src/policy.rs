@@ -1,8 +1,8 @@
 //! The policy interface every filter implements.
 
-use crate::action::{Action, Body, Verdict};
+use crate::action::{Action, Body, LocalReply, Verdict};
 use crate::config::ConfigError;
-use crate::host::{CalloutResponse, Host};
+use crate::host::{CalloutResponse, GrpcResponse, Host};
 use crate::http::{HeaderOp, Headers, Request, Response};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -57,6 +57,29 @@ pub trait Policy: Sized + 'static {
         Verdict::proceed()
     }
 
+    /// A gRPC call made with [`Host::grpc_call`] while handling this request's headers (the
+    /// policy answered [`Action::Wait`]) has answered: `token` is the one `grpc_call` returned.
+    /// The request is still held; the answer is what the header phase would have answered
+    /// (`Wait` again while other calls of the request are pending). `req` is the request as
+    /// the header phase saw it.
+    ///
+    /// A policy that never waits never gets here; the default refuses (500), so a policy that
+    /// waits without handling the answer fails closed.
+    fn on_request_callout(
+        &self,
+        _ex: &mut Self::Exchange,
+        _req: &Request,
+        _token: u32,
+        _response: GrpcResponse,
+        _host: &dyn Host,
+    ) -> Action {
+        log::error!(
+            "meshwall.{}: a callout answered that no one waits for",
+            Self::NAME
+        );
+        Action::Reply(LocalReply::problem(500, "filter error"))
+    }
+
     /// Request trailers have arrived (HTTP/2, gRPC, chunked HTTP/1.1): the changes to make to
     /// them before they go upstream. A filter that strips or writes a header strips it from
     /// the trailers too, or the upstream sees it there.
@@ -98,8 +121,8 @@ pub trait Policy: Sized + 'static {
     /// Periodic background work (e.g. refreshing a JWKS); runs in the root context.
     fn on_tick(&self, _host: &dyn Host) {}
 
-    /// The largest callout response body copied into the VM; a larger one arrives with an
-    /// empty `body` and its `body_size`, so a hostile endpoint cannot grow the VM's memory.
+    /// The largest callout response body (HTTP) or message (gRPC) copied into the VM; a larger
+    /// one arrives empty with its size, so a hostile endpoint cannot grow the VM's memory.
     fn max_callout_body(&self) -> usize {
         1 << 20
     }

@@ -26,9 +26,10 @@ use crate::config::CorsConfig;
 use crate::origin::canonical_origin;
 use meshwall_core::canon::same_header;
 use meshwall_core::config::is_tchar;
+use meshwall_core::metrics::{Counter, Counters, Label, Registry};
 use meshwall_core::{
     canonical_path, Action, Ambiguity, CanonConfig, ConfigError, HeaderOp, Headers, Host,
-    LocalReply, MetricId, MetricKind, Policy, Refusals, Request, Response,
+    LocalReply, Policy, Refusals, Request, Response,
 };
 
 pub const ORIGIN: &str = "origin";
@@ -61,6 +62,14 @@ pub enum NotAllowed {
 }
 
 impl NotAllowed {
+    /// Every reason, for defining one counter each at configure time.
+    pub const ALL: [NotAllowed; 4] = [
+        NotAllowed::Origin,
+        NotAllowed::Method,
+        NotAllowed::Headers,
+        NotAllowed::PrivateNetwork,
+    ];
+
     pub fn reason(self) -> &'static str {
         match self {
             NotAllowed::Origin => "origin_not_allowed",
@@ -92,26 +101,27 @@ pub enum Decision {
     },
 }
 
+/// `meshwall.cors.origin_{valid,invalid}`, `meshwall.cors.preflight_allowed`, and the
+/// preflights not allowed, forwarded or answered 403, per reason
+/// (`meshwall.cors.preflight_denied.reason.<NotAllowed::reason>`).
 struct Metrics {
-    origin_valid: MetricId,
-    origin_invalid: MetricId,
-    preflight_allowed: MetricId,
-    preflight_forwarded: MetricId,
-    preflight_denied: MetricId,
+    origin_valid: Counter,
+    origin_invalid: Counter,
+    preflight_allowed: Counter,
+    preflight_forwarded: Counters,
+    preflight_denied: Counters,
 }
 
 impl Metrics {
     fn define(host: &dyn Host) -> Result<Self, ConfigError> {
-        let counter = |name: &str| {
-            host.define_metric(MetricKind::Counter, name)
-                .map_err(|e| ConfigError::new(".", format!("cannot define metric {name}: {e}")))
-        };
+        let m = Registry::of::<CorsPolicy>(host);
+        let reasons = NotAllowed::ALL.map(NotAllowed::reason);
         Ok(Metrics {
-            origin_valid: counter("meshwall.cors.origin_valid")?,
-            origin_invalid: counter("meshwall.cors.origin_invalid")?,
-            preflight_allowed: counter("meshwall.cors.preflight.allowed")?,
-            preflight_forwarded: counter("meshwall.cors.preflight.forwarded")?,
-            preflight_denied: counter("meshwall.cors.preflight.denied")?,
+            origin_valid: m.counter("origin_valid", &[])?,
+            origin_invalid: m.counter("origin_invalid", &[])?,
+            preflight_allowed: m.counter("preflight_allowed", &[])?,
+            preflight_forwarded: m.counters("preflight_forwarded", Label::Reason, &reasons)?,
+            preflight_denied: m.counters("preflight_denied", Label::Reason, &reasons)?,
         })
     }
 }
@@ -381,8 +391,8 @@ impl CorsPolicy {
 
     fn count_origin(&self, allowed: Option<bool>, host: &dyn Host) {
         match allowed {
-            Some(true) => host.increment_metric(self.metrics.origin_valid, 1),
-            Some(false) => host.increment_metric(self.metrics.origin_invalid, 1),
+            Some(true) => self.metrics.origin_valid.inc(host),
+            Some(false) => self.metrics.origin_invalid.inc(host),
             None => {}
         }
     }
@@ -418,7 +428,7 @@ impl Policy for CorsPolicy {
                 answer: Ok(reply), ..
             } => {
                 self.count_origin(Some(true), host);
-                host.increment_metric(self.metrics.preflight_allowed, 1);
+                self.metrics.preflight_allowed.inc(host);
                 Action::Reply(reply)
             }
             Decision::Preflight {
@@ -427,11 +437,11 @@ impl Policy for CorsPolicy {
             } => {
                 self.count_origin(Some(why != NotAllowed::Origin), host);
                 if forward {
-                    host.increment_metric(self.metrics.preflight_forwarded, 1);
+                    self.metrics.preflight_forwarded.inc(why.reason(), host);
                     *ex = Exchange::Governed { allow: Vec::new() };
                     return Action::proceed();
                 }
-                host.increment_metric(self.metrics.preflight_denied, 1);
+                self.metrics.preflight_denied.inc(why.reason(), host);
                 log::info!("meshwall.cors: 403 preflight not allowed: {}", why.reason());
                 Action::Reply(
                     LocalReply::builder(403, "the CORS preflight is not allowed")

@@ -9,7 +9,7 @@ use crate::sources::Source;
 use crate::token::{ClaimRules, SubjectMatch};
 use meshwall_core::canon::same_header;
 use meshwall_core::config::{is_tchar, writable_header_name, FRAMING_HEADERS};
-use meshwall_core::{CanonConfig, ConfigError, Host, MethodSet, MetricId, MetricKind, PathMatch};
+use meshwall_core::{CanonConfig, ConfigError, Host, MethodSet, PathMatch};
 use serde_json::Value;
 use std::rc::Rc;
 use std::time::Duration;
@@ -452,11 +452,6 @@ pub(crate) fn build_rule(
         need,
         claims,
     })
-}
-
-pub(crate) fn define(host: &dyn Host, name: &str) -> Result<MetricId, ConfigError> {
-    host.define_metric(MetricKind::Counter, &format!("meshwall.jwt.{name}"))
-        .map_err(|e| ConfigError::new(".", format!("cannot define metric {name}: {e}")))
 }
 
 /// Every header the providers write (claims, payloads), once each. Two spellings that a

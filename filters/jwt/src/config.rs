@@ -255,34 +255,10 @@ pub struct ClaimRequirement {
     pub equals: Option<Value>,
 }
 
-/// Parses a protobuf-JSON style duration: `"5s"`, `"1.5s"`, `"300ms"`, `"10m"`, `"1h"`.
+/// A duration in the one syntax of every policy (`meshwall_core::parse_duration`: `"5s"`,
+/// `"1.5s"`, `"300ms"`, `"10m"`, `"1h"`; whole milliseconds, never rounded).
 pub fn parse_duration(field: &str, s: &str) -> Result<Duration, ConfigError> {
-    let bad = || {
-        ConfigError::new(
-            field,
-            format!("`{s}` is not a duration (e.g. \"5s\", \"1.5s\", \"300ms\", \"10m\")"),
-        )
-    };
-    let (num, unit_ms) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1000.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60_000.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3_600_000.0)
-    } else {
-        return Err(bad());
-    };
-    if num.is_empty() || !num.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return Err(bad());
-    }
-    let v: f64 = num.parse().map_err(|_| bad())?;
-    let ms = v * unit_ms;
-    if !ms.is_finite() || ms > 86_400_000.0 * 365.0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_millis(ms.round() as u64))
+    meshwall_core::parse_duration(field, s)
 }
 
 #[cfg(test)]

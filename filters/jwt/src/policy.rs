@@ -7,7 +7,7 @@
 //! such as `x_user_id` for `x-user-id`; a token cookie given twice). Configured output
 //! headers are always removed from the incoming request (and its trailers), on every path.
 
-use crate::build::{build_provider, build_rule, define, output_headers, Keys, Provider};
+use crate::build::{build_provider, build_rule, output_headers, Keys, Provider};
 use crate::config::JwtConfig;
 use crate::remote::{FetchOutcome, Remote};
 use crate::rules::{Need, Rule};
@@ -17,9 +17,10 @@ use crate::token::{
 };
 use lru::LruCache;
 use meshwall_core::canon::same_header;
+use meshwall_core::metrics::{Counter, Counters, Label, Registry};
 use meshwall_core::{
     canonical_path, Action, CalloutResponse, CanonConfig, ConfigError, HeaderOp, Headers, Host,
-    LocalReply, MetricId, Policy, Refusals, Request,
+    LocalReply, Policy, Refusals, Request,
 };
 use serde_json::{Map, Value};
 use std::cell::RefCell;
@@ -45,13 +46,15 @@ struct Verified {
     headers: Vec<(String, String)>,
 }
 
+/// `meshwall.jwt.allowed`, `meshwall.jwt.denied.reason.<Failure::metric>`, and the cache and
+/// JWKS fetch counters (see `meshwall_core::metrics`).
 struct Metrics {
-    allowed: MetricId,
-    denied: Vec<MetricId>,
-    cache_hit: MetricId,
-    cache_miss: MetricId,
-    fetch_ok: MetricId,
-    fetch_failed: MetricId,
+    allowed: Counter,
+    denied: Counters,
+    cache_hit: Counter,
+    cache_miss: Counter,
+    fetch_ok: Counter,
+    fetch_failed: Counter,
 }
 
 pub struct JwtPolicy {
@@ -125,17 +128,15 @@ impl JwtPolicy {
                 trailer_names.push(name.to_string());
             }
         }
-        let mut denied = Vec::new();
-        for f in Failure::ALL {
-            denied.push(define(host, &format!("denied.{}", f.metric()))?);
-        }
+        let m = Registry::of::<Self>(host);
+        let reasons = Failure::ALL.map(Failure::metric);
         let metrics = Metrics {
-            allowed: define(host, "allowed")?,
-            denied,
-            cache_hit: define(host, "cache.hit")?,
-            cache_miss: define(host, "cache.miss")?,
-            fetch_ok: define(host, "jwks_fetch.ok")?,
-            fetch_failed: define(host, "jwks_fetch.failed")?,
+            allowed: m.counter("allowed", &[])?,
+            denied: m.counters("denied", Label::Reason, &reasons)?,
+            cache_hit: m.counter("cache_hit", &[])?,
+            cache_miss: m.counter("cache_miss", &[])?,
+            fetch_ok: m.counter("jwks_fetch_ok", &[])?,
+            fetch_failed: m.counter("jwks_fetch_failed", &[])?,
         };
         let default_need = Need::Token {
             providers: (0..providers.len()).collect(),
@@ -153,7 +154,7 @@ impl JwtPolicy {
             output_headers,
             trailer_names,
             canon: cfg.canonical,
-            refusals: Refusals::define("jwt", host),
+            refusals: Refusals::define(Self::NAME, host),
             cache: NonZeroUsize::new(cfg.jwt_cache_size).map(|n| RefCell::new(LruCache::new(n))),
             pending: RefCell::new(HashMap::new()),
             metrics,
@@ -161,10 +162,7 @@ impl JwtPolicy {
     }
 
     fn deny(&self, failure: Failure, host: &dyn Host) -> Action {
-        let idx = Failure::ALL.iter().position(|f| *f == failure).unwrap_or(0);
-        if let Some(id) = self.metrics.denied.get(idx) {
-            host.increment_metric(*id, 1);
-        }
+        self.metrics.denied.inc(failure.metric(), host);
         log::debug!("meshwall.jwt: request denied: {}", failure.metric());
         let desc = failure.description();
         let (status, challenge) = match failure {
@@ -183,7 +181,7 @@ impl JwtPolicy {
     }
 
     fn allow(&self, ops: Vec<HeaderOp>, host: &dyn Host) -> Action {
-        host.increment_metric(self.metrics.allowed, 1);
+        self.metrics.allowed.inc(host);
         Action::Continue(ops)
     }
 
@@ -209,12 +207,12 @@ impl JwtPolicy {
             let mut c = cache.borrow_mut();
             if let Some(v) = c.get(&(*hash, pi)) {
                 if now <= v.until && p.keys_version(host) == Some(v.keys_version) {
-                    host.increment_metric(self.metrics.cache_hit, 1);
+                    self.metrics.cache_hit.inc(host);
                     return Ok(v.clone());
                 }
                 c.pop(&(*hash, pi));
             }
-            host.increment_metric(self.metrics.cache_miss, 1);
+            self.metrics.cache_miss.inc(host);
         }
         let tok = match decoded.get_or_insert_with(|| decode(&found.token, self.max_token_bytes)) {
             Ok(t) => t,
@@ -445,7 +443,7 @@ impl Policy for JwtPolicy {
                 Some(Ok(token)) => {
                     self.pending.borrow_mut().insert(token, i);
                 }
-                Some(Err(_)) => host.increment_metric(self.metrics.fetch_failed, 1),
+                Some(Err(_)) => self.metrics.fetch_failed.inc(host),
                 None => {}
             }
         }
@@ -459,8 +457,8 @@ impl Policy for JwtPolicy {
             return;
         };
         match r.on_response(&response, host) {
-            FetchOutcome::Ok => host.increment_metric(self.metrics.fetch_ok, 1),
-            FetchOutcome::Failed => host.increment_metric(self.metrics.fetch_failed, 1),
+            FetchOutcome::Ok => self.metrics.fetch_ok.inc(host),
+            FetchOutcome::Failed => self.metrics.fetch_failed.inc(host),
         }
     }
 }

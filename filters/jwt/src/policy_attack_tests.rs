@@ -464,8 +464,8 @@ fn attacks_are_refused() {
         }
     }
     assert_eq!(h.metric("meshwall.jwt.allowed"), 0);
-    assert!(h.metric("meshwall.jwt.denied.bad_signature") >= 8);
-    assert!(h.metric("meshwall.jwt.denied.unsupported_alg") >= 3);
+    assert!(h.metric("meshwall.jwt.denied.reason.bad_signature") >= 8);
+    assert!(h.metric("meshwall.jwt.denied.reason.unsupported_alg") >= 3);
 }
 
 fn hex_bytes(s: &str) -> Vec<u8> {

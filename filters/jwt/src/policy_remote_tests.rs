@@ -39,7 +39,7 @@ fn remote_jwks_one_fetch_shared_by_workers() {
 
     // Nothing fetched yet: fail closed.
     assert_denied(&get(&w1, &h1, "/api", &tok), 401, "Jwks not available");
-    assert_eq!(h1.metric("meshwall.jwt.denied.jwks_unavailable"), 1);
+    assert_eq!(h1.metric("meshwall.jwt.denied.reason.jwks_unavailable"), 1);
 
     // Both workers tick: only one fetch.
     w1.on_tick(&h1);
@@ -60,7 +60,7 @@ fn remote_jwks_one_fetch_shared_by_workers() {
     assert_eq!(call.timeout, std::time::Duration::from_secs(2));
 
     w1.on_http_call_response(call.token, ok_response(&jwks_with(&["k1"])), &h1);
-    assert_eq!(h1.metric("meshwall.jwt.jwks_fetch.ok"), 1);
+    assert_eq!(h1.metric("meshwall.jwt.jwks_fetch_ok"), 1);
     assert_allowed(&get(&w1, &h1, "/api", &tok));
     // The other worker picks the keys up from shared data on its first request.
     let req = request("GET", "/api", &[("authorization", &bearer(&tok))]);
@@ -88,7 +88,7 @@ fn remote_jwks_one_fetch_shared_by_workers() {
     assert_eq!(w1.remote("idp").unwrap().shared_state(&h1).version, version);
     // Only the worker that made the call handles its answer.
     w1.on_http_call_response(calls[1].token, ok_response(&jwks_with(&["zzz"])), &h1);
-    assert_eq!(h1.metric("meshwall.jwt.jwks_fetch.ok"), 2);
+    assert_eq!(h1.metric("meshwall.jwt.jwks_fetch_ok"), 2);
     // Shared data stays bounded: two keys per remote provider.
     assert_eq!(h1.shared_key_count(), 2);
 }
@@ -177,7 +177,7 @@ fn remote_server_down_fails_closed_then_recovers() {
         },
         &h,
     );
-    assert_eq!(h.metric("meshwall.jwt.jwks_fetch.failed"), 1);
+    assert_eq!(h.metric("meshwall.jwt.jwks_fetch_failed"), 1);
     assert_denied(&get(&w, &h, "/api", &tok), 401, "Jwks not available");
     // Retried after failed_refetch_duration, not before.
     h.advance(std::time::Duration::from_secs(2));
@@ -196,7 +196,7 @@ fn remote_server_down_fails_closed_then_recovers() {
         ),
         &h,
     );
-    assert_eq!(h.metric("meshwall.jwt.jwks_fetch.failed"), 2);
+    assert_eq!(h.metric("meshwall.jwt.jwks_fetch_failed"), 2);
     h.advance(std::time::Duration::from_secs(6));
     w.on_tick(&h);
     w.on_http_call_response(
@@ -207,7 +207,7 @@ fn remote_server_down_fails_closed_then_recovers() {
         },
         &h,
     );
-    assert_eq!(h.metric("meshwall.jwt.jwks_fetch.failed"), 3);
+    assert_eq!(h.metric("meshwall.jwt.jwks_fetch_failed"), 3);
     h.advance(std::time::Duration::from_secs(6));
     w.on_tick(&h);
     w.on_http_call_response(h.calls()[3].token, ok_response(&jwks_with(&["k1"])), &h);
@@ -265,7 +265,7 @@ fn remote_tokens_cached_until_keys_change() {
     let tok = sign("ES256", Some("k1"), &good_claims());
     assert_allowed(&get(&w, &h, "/api", &tok));
     assert_allowed(&get(&w, &h, "/api", &tok));
-    assert_eq!(h.metric("meshwall.jwt.cache.hit"), 1);
+    assert_eq!(h.metric("meshwall.jwt.cache_hit"), 1);
     // The IdP removes k1: the cached verification does not outlive it.
     h.advance(std::time::Duration::from_secs(301));
     w.on_tick(&h);
@@ -319,7 +319,7 @@ fn remote_jwks_over_256_kib_is_refused_by_its_size() {
         assert!(tick_and_answer(&w, &h, resp));
         assert_denied(&get(&w, &h, "/api", &tok), 401, "Jwks not available");
     }
-    assert_eq!(h.metric("meshwall.jwt.jwks_fetch.failed"), 2);
+    assert_eq!(h.metric("meshwall.jwt.jwks_fetch_failed"), 2);
     // A body that claims more than it holds is refused the same way.
     h.advance(std::time::Duration::from_secs(6));
     let doc = jwks_of_size(1000);
@@ -330,7 +330,7 @@ fn remote_jwks_over_256_kib_is_refused_by_its_size() {
         body_size: 300_000,
     };
     assert!(tick_and_answer(&w, &h, resp));
-    assert_eq!(h.metric("meshwall.jwt.jwks_fetch.failed"), 3);
+    assert_eq!(h.metric("meshwall.jwt.jwks_fetch_failed"), 3);
     // Exactly at the limit: accepted.
     h.advance(std::time::Duration::from_secs(6));
     let doc = jwks_of_size(256 * 1024);
@@ -340,7 +340,7 @@ fn remote_jwks_over_256_kib_is_refused_by_its_size() {
         &h,
         CalloutResponse::new(200, vec![], doc)
     ));
-    assert_eq!(h.metric("meshwall.jwt.jwks_fetch.ok"), 1);
+    assert_eq!(h.metric("meshwall.jwt.jwks_fetch_ok"), 1);
     assert_allowed(&get(&w, &h, "/api", &tok));
 }
 
@@ -371,7 +371,7 @@ fn remote_keys_are_dropped_after_max_stale_then_come_back() {
         assert_denied(&get(w, h, "/api", &tok), 401, "Jwks not available");
         assert_denied(&get(w, h, "/api", &long("c")), 401, "Jwks not available");
     }
-    assert_eq!(h1.metric("meshwall.jwt.denied.jwks_unavailable"), 4);
+    assert_eq!(h1.metric("meshwall.jwt.denied.reason.jwks_unavailable"), 4);
     // Still failing: still refused (ticks keep the keys out).
     h1.advance(secs(6));
     assert!(tick_and_answer(&w2, &h2, failed(0)));

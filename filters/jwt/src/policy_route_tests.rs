@@ -161,7 +161,7 @@ fn token_sources_params_cookies_and_custom_headers() {
         &h,
         &request("GET", &q3, &[("x-api-token", jwt_h.as_str())]),
     ));
-    assert_eq!(h.metric("meshwall.jwt.denied.multiple_tokens"), 1);
+    assert_eq!(h.metric("meshwall.jwt.denied.reason.multiple_tokens"), 1);
 }
 
 #[test]
@@ -209,8 +209,8 @@ fn replies_follow_rfc6750() {
         r.header("www-authenticate"),
         Some("Bearer realm=\"meshwall\", error=\"insufficient_scope\", error_description=\"Jwt claims do not grant access\"")
     );
-    assert_eq!(h.metric("meshwall.jwt.denied.missing"), 1);
-    assert_eq!(h.metric("meshwall.jwt.denied.forbidden"), 1);
+    assert_eq!(h.metric("meshwall.jwt.denied.reason.missing"), 1);
+    assert_eq!(h.metric("meshwall.jwt.denied.reason.forbidden"), 1);
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn rules_table() {
         let got = match &a {
             Action::Continue(_) => 200,
             Action::Reply(r) => r.status,
-            Action::ReadBody { .. } => 0,
+            Action::ReadBody { .. } | Action::Wait(_) => 0,
         };
         assert_eq!(got, want, "{m} {path} {tok:?}");
     }
@@ -398,7 +398,7 @@ fn invalid_token_in_one_providers_source_is_invalid_not_missing() {
         &h,
         &request("GET", &format!("/x?access_token={good}"), &[]),
     ));
-    assert_eq!(h.metric("meshwall.jwt.denied.missing"), 0);
+    assert_eq!(h.metric("meshwall.jwt.denied.reason.missing"), 0);
 }
 
 #[test]
@@ -426,8 +426,8 @@ fn cache_hits_and_expiry() {
     assert_allowed(&get(&p, &h, "/api", &tok));
     assert_allowed(&get(&p, &h, "/api", &tok));
     assert_allowed(&get(&p, &h, "/api", &tok));
-    assert_eq!(h.metric("meshwall.jwt.cache.miss"), 1);
-    assert_eq!(h.metric("meshwall.jwt.cache.hit"), 2);
+    assert_eq!(h.metric("meshwall.jwt.cache_miss"), 1);
+    assert_eq!(h.metric("meshwall.jwt.cache_hit"), 2);
     // Claim headers come from the cache too.
     let req = request(
         "GET",
@@ -449,11 +449,11 @@ fn cache_hits_and_expiry() {
         &good_claims().to_string(),
         b"wrong-secret-wrong-secret-wrong!!",
     );
-    let misses = h.metric("meshwall.jwt.cache.miss");
+    let misses = h.metric("meshwall.jwt.cache_miss");
     assert!(matches!(get(&p, &h, "/api", &bad), Action::Reply(_)));
     assert!(matches!(get(&p, &h, "/api", &bad), Action::Reply(_)));
-    assert_eq!(h.metric("meshwall.jwt.cache.miss"), misses + 2);
-    assert_eq!(h.metric("meshwall.jwt.denied.bad_signature"), 2);
+    assert_eq!(h.metric("meshwall.jwt.cache_miss"), misses + 2);
+    assert_eq!(h.metric("meshwall.jwt.denied.reason.bad_signature"), 2);
 }
 
 #[test]
@@ -476,7 +476,7 @@ fn cache_is_bounded_and_can_be_disabled() {
     }
     assert_eq!(p.cache.as_ref().unwrap().borrow().len(), 2);
     assert_allowed(&get(&p, &h, "/api", &toks[0])); // evicted: miss
-    assert_eq!(h.metric("meshwall.jwt.cache.miss"), 4);
+    assert_eq!(h.metric("meshwall.jwt.cache_miss"), 4);
 
     cfg["jwt_cache_size"] = json!(0);
     let h = MemHost::new();
@@ -484,7 +484,7 @@ fn cache_is_bounded_and_can_be_disabled() {
     assert_allowed(&get(&p, &h, "/api", &toks[0]));
     assert_allowed(&get(&p, &h, "/api", &toks[0]));
     assert_eq!(
-        h.metric("meshwall.jwt.cache.hit") + h.metric("meshwall.jwt.cache.miss"),
+        h.metric("meshwall.jwt.cache_hit") + h.metric("meshwall.jwt.cache_miss"),
         0
     );
 }

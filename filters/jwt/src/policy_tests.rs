@@ -424,19 +424,39 @@ fn inline_string_jwks_works() {
 
 #[test]
 fn metric_names() {
+    // One counter per decision, the reason as a label (`meshwall.jwt.denied.reason.expired`
+    // is `meshwall_jwt_denied{reason="expired"}` in Prometheus), all defined at configure time.
     let h = MemHost::new();
     let _p = policy(&h);
-    let names = h.metric_names();
+    let mut want: Vec<String> = [
+        "allowed",
+        "cache_hit",
+        "cache_miss",
+        "jwks_fetch_ok",
+        "jwks_fetch_failed",
+    ]
+    .iter()
+    .map(|m| format!("meshwall.jwt.{m}"))
+    .collect();
+    want.extend(
+        Failure::ALL
+            .iter()
+            .map(|f| format!("meshwall.jwt.denied.reason.{}", f.metric())),
+    );
+    want.extend(
+        meshwall_core::Ambiguity::REASONS
+            .iter()
+            .map(|r| format!("meshwall.jwt.ambiguous.reason.{r}")),
+    );
+    let mut names = h.metric_names();
+    names.sort();
+    want.sort();
+    assert_eq!(names, want);
     for n in [
-        "meshwall.jwt.allowed",
-        "meshwall.jwt.denied.missing",
-        "meshwall.jwt.denied.bad_signature",
-        "meshwall.jwt.denied.jwks_unavailable",
-        "meshwall.jwt.denied.forbidden",
-        "meshwall.jwt.cache.hit",
-        "meshwall.jwt.cache.miss",
-        "meshwall.jwt.jwks_fetch.ok",
-        "meshwall.jwt.jwks_fetch.failed",
+        "meshwall.jwt.denied.reason.missing",
+        "meshwall.jwt.denied.reason.expired",
+        "meshwall.jwt.denied.reason.jwks_unavailable",
+        "meshwall.jwt.denied.reason.forbidden",
     ] {
         assert!(names.iter().any(|x| x == n), "{n}");
     }

@@ -12,7 +12,7 @@ use base64::Engine;
 use jwt_simple::prelude::*;
 use serde_json::{Map, Value};
 
-/// Why a request was refused. Each has a metric (`meshwall.jwt.denied.<metric>`) and a fixed
+/// Why a request was refused. Each has a counter (`meshwall.jwt.denied.reason.<metric>`) and a fixed
 /// description for the reply (never request data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {

@@ -9,7 +9,8 @@ use crate::config::{
     OnMissingKey, RateLimitConfig, RuleConfig, TableConfig, MAX_FILL_INTERVAL_MS, MAX_SHARDS,
     MAX_SLOTS_PER_SHARD, MAX_TOTAL_SLOTS, MIN_FILL_INTERVAL_MS,
 };
-use meshwall_core::{CanonConfig, ConfigError, Host, MethodSet, MetricId, MetricKind, PathMatch};
+use meshwall_core::metrics::{Counter, Label, Registry};
+use meshwall_core::{CanonConfig, ConfigError, Host, MethodSet, PathMatch};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use std::hash::Hasher;
 
@@ -81,44 +82,45 @@ pub(crate) struct Rule {
     pub(crate) on_missing: OnMissingKey,
     /// Marks this rule's slots in the table (hash of the name).
     pub(crate) tag: u32,
-    /// `"name";q=…;w=…`
+    /// `"name";q=…;w=…` (local rules)
     pub(crate) policy_item: String,
-    pub(crate) m_allowed: MetricId,
-    pub(crate) m_limited: MetricId,
-    pub(crate) m_shadow_limited: MetricId,
+    /// Decided by the rate limit service; `bucket` and `tag` are then unused.
+    pub(crate) global: bool,
+    /// The descriptor entry key of each part of `key` (global rules).
+    pub(crate) entry_keys: Vec<String>,
+    /// `meshwall.ratelimit.{allowed,limited,shadow_limited}.rule.<name>`.
+    pub(crate) m_allowed: Counter,
+    pub(crate) m_limited: Counter,
+    pub(crate) m_shadow_limited: Counter,
 }
 
-/// The table's counters.
+/// The table's counters (`meshwall.ratelimit.table_<what>`).
 pub(crate) struct TableMetrics {
-    pub(crate) evictions: MetricId,
-    pub(crate) reclaims: MetricId,
-    pub(crate) cas_retries: MetricId,
-    pub(crate) cas_exhausted: MetricId,
-    pub(crate) errors: MetricId,
-    pub(crate) refunds_lost: MetricId,
+    pub(crate) evictions: Counter,
+    pub(crate) reclaims: Counter,
+    pub(crate) cas_retries: Counter,
+    pub(crate) cas_exhausted: Counter,
+    pub(crate) errors: Counter,
+    pub(crate) refunds_lost: Counter,
 }
 
 impl TableMetrics {
     pub(crate) fn define(host: &dyn Host) -> Result<Self, ConfigError> {
-        let counter = |name: &str| define(host, MetricKind::Counter, name);
+        let m = metrics(host);
         Ok(TableMetrics {
-            evictions: counter("meshwall.ratelimit.table.evictions")?,
-            reclaims: counter("meshwall.ratelimit.table.reclaims")?,
-            cas_retries: counter("meshwall.ratelimit.table.cas_retries")?,
-            cas_exhausted: counter("meshwall.ratelimit.table.cas_exhausted")?,
-            errors: counter("meshwall.ratelimit.table.errors")?,
-            refunds_lost: counter("meshwall.ratelimit.table.refunds_lost")?,
+            evictions: m.counter("table_evictions", &[])?,
+            reclaims: m.counter("table_reclaims", &[])?,
+            cas_retries: m.counter("table_cas_retries", &[])?,
+            cas_exhausted: m.counter("table_cas_exhausted", &[])?,
+            errors: m.counter("table_errors", &[])?,
+            refunds_lost: m.counter("table_refunds_lost", &[])?,
         })
     }
 }
 
-pub(crate) fn define(
-    host: &dyn Host,
-    kind: MetricKind,
-    name: &str,
-) -> Result<MetricId, ConfigError> {
-    host.define_metric(kind, name)
-        .map_err(|e| ConfigError::new(".", format!("cannot define metric {name}: {e}")))
+/// The policy's metrics: `meshwall.ratelimit.…`.
+pub(crate) fn metrics(host: &dyn Host) -> Registry<'_> {
+    Registry::of::<crate::policy::RateLimitPolicy>(host)
 }
 
 fn rule_tag(name: &str) -> u32 {
@@ -136,6 +138,12 @@ pub(crate) fn rules(cfg: &RateLimitConfig, host: &dyn Host) -> Result<Vec<Rule>,
     }
     let mut rules: Vec<Rule> = Vec::new();
     for (i, rc) in cfg.rules.iter().enumerate() {
+        if rc.global && cfg.rate_limit_service.is_none() {
+            return Err(ConfigError::new(
+                format!("rules[{i}].global"),
+                "a global rule needs `rate_limit_service`",
+            ));
+        }
         let rule = rule(i, rc, &cfg.canonical, host)?;
         if let Some(prev) = rules
             .iter()
@@ -154,29 +162,74 @@ pub(crate) fn rules(cfg: &RateLimitConfig, host: &dyn Host) -> Result<Vec<Rule>,
     Ok(rules)
 }
 
-fn key_part(f: &str, part: &KeyPart) -> Result<Part, ConfigError> {
+/// A key part, and its descriptor entry key (`global`: the rule is global).
+fn key_part(f: &str, part: &KeyPart, global: bool) -> Result<(Part, String), ConfigError> {
+    let entry_key = |field: &str, given: &Option<String>, default: &str| match given {
+        None => Ok(default.to_string()),
+        Some(_) if !global => Err(ConfigError::new(
+            format!("{f}.{field}.descriptor_key"),
+            "only for a `global` rule (the key of its descriptor entry)",
+        )),
+        Some(k) if k.is_empty() || k.len() > 128 || k.chars().any(char::is_control) => {
+            Err(ConfigError::new(
+                format!("{f}.{field}.descriptor_key"),
+                "must be 1 to 128 characters, none a control character",
+            ))
+        }
+        Some(k) => Ok(k.clone()),
+    };
     Ok(match part {
-        KeyPart::RemoteAddress {} => Part::RemoteAddress,
-        KeyPart::RequestHeaders { header_name } => Part::Header(check_header_name(
-            &format!("{f}.request_headers.header_name"),
+        KeyPart::RemoteAddress {} => (Part::RemoteAddress, "remote_address".into()),
+        KeyPart::RequestHeaders {
             header_name,
-        )?),
-        KeyPart::Path {} => Part::Path,
-        KeyPart::Method {} => Part::Method,
-        KeyPart::GenericKey { descriptor_value } => {
+            descriptor_key,
+        } => {
+            let name = check_header_name(&format!("{f}.request_headers.header_name"), header_name)?;
+            let key = entry_key("request_headers", descriptor_key, &name)?;
+            (Part::Header(name), key)
+        }
+        KeyPart::Path {} => (Part::Path, "path".into()),
+        KeyPart::Method {} => (Part::Method, "method".into()),
+        KeyPart::GenericKey {
+            descriptor_value,
+            descriptor_key,
+        } => {
             if descriptor_value.is_empty() {
                 return Err(ConfigError::new(
                     format!("{f}.generic_key.descriptor_value"),
                     "must not be empty",
                 ));
             }
-            Part::Constant(descriptor_value.clone())
+            let key = entry_key("generic_key", descriptor_key, "generic_key")?;
+            (Part::Constant(descriptor_value.clone()), key)
         }
     })
 }
 
 fn token_bucket(field: &str, rc: &RuleConfig) -> Result<TokenBucket, ConfigError> {
-    let tb = &rc.token_bucket;
+    let tb = match (&rc.token_bucket, rc.global) {
+        (Some(tb), false) => tb,
+        (None, false) => {
+            return Err(ConfigError::new(
+                field,
+                "required (or make the rule `global`: decided by the rate limit service)",
+            ))
+        }
+        (Some(_), true) => {
+            return Err(ConfigError::new(
+                field,
+                "a `global` rule has no bucket here: its limit is in the rate limit service's configuration",
+            ))
+        }
+        // Never used: a global rule takes no token from the table.
+        (None, true) => {
+            return Ok(TokenBucket {
+                max_tokens: 1,
+                tokens_per_fill: 1,
+                fill_interval_ms: MAX_FILL_INTERVAL_MS,
+            })
+        }
+    };
     if tb.max_tokens == 0 {
         return Err(ConfigError::new(
             format!("{field}.max_tokens"),
@@ -218,12 +271,14 @@ fn rule(
             "give at least one key part",
         ));
     }
-    let key = rc
+    let (key, entry_keys): (Vec<Part>, Vec<String>) = rc
         .key
         .iter()
         .enumerate()
-        .map(|(k, part)| key_part(&format!("{field}.key[{k}]"), part))
-        .collect::<Result<Vec<Part>, ConfigError>>()?;
+        .map(|(k, part)| key_part(&format!("{field}.key[{k}]"), part, rc.global))
+        .collect::<Result<Vec<(Part, String)>, ConfigError>>()?
+        .into_iter()
+        .unzip();
     let uses_header = key.iter().any(|p| matches!(p, Part::Header(_)));
     let on_missing = match rc.on_missing_key {
         Some(m) => m,
@@ -236,7 +291,8 @@ fn rule(
         None => OnMissingKey::Anonymous,
     };
     let bucket = token_bucket(&format!("{field}.token_bucket"), rc)?;
-    let prefix = format!("meshwall.ratelimit.rule.{}", rc.name);
+    let m = metrics(host);
+    let by_rule = [(Label::Rule, rc.name.as_str())];
     Ok(Rule {
         name: rc.name.clone(),
         matcher,
@@ -251,13 +307,11 @@ fn rule(
             bucket.max_tokens,
             bucket.window_secs()
         ),
-        m_allowed: define(host, MetricKind::Counter, &format!("{prefix}.allowed"))?,
-        m_limited: define(host, MetricKind::Counter, &format!("{prefix}.limited"))?,
-        m_shadow_limited: define(
-            host,
-            MetricKind::Counter,
-            &format!("{prefix}.shadow_limited"),
-        )?,
+        global: rc.global,
+        entry_keys,
+        m_allowed: m.counter("allowed", &by_rule)?,
+        m_limited: m.counter("limited", &by_rule)?,
+        m_shadow_limited: m.counter("shadow_limited", &by_rule)?,
     })
 }
 

@@ -32,7 +32,45 @@ pub struct RateLimitConfig {
     /// request view): every rule matches, and every key is built, on it.
     #[serde(default)]
     pub canonical: CanonConfig,
+    /// The Envoy Rate Limit Service (v3) that decides the `global` rules.
+    #[serde(default)]
+    pub rate_limit_service: Option<RateLimitServiceConfig>,
 }
+
+/// Where `global` rules are decided: an Envoy Rate Limit Service v3 server
+/// (`envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`: envoyproxy/ratelimit,
+/// Limitador, meshwall-rls) behind an Envoy cluster speaking HTTP/2.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitServiceConfig {
+    /// The Envoy cluster of the service (HTTP/2).
+    pub cluster: String,
+    /// The `domain` of every request (the service's configuration for it).
+    pub domain: String,
+    /// How long a request waits for the answer (Envoy's native filter: 20 ms); then
+    /// `failure_mode` applies.
+    #[serde(default = "default_rls_timeout")]
+    pub timeout: String,
+    /// When the service cannot answer (an error, the timeout, an answer that cannot be read, or
+    /// `UNKNOWN`): `deny` (503) or `allow`. Either way it is counted.
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+}
+
+fn default_rls_timeout() -> String {
+    "20ms".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    #[default]
+    Deny,
+    Allow,
+}
+
+pub const MIN_RLS_TIMEOUT_MS: u64 = 1;
+pub const MAX_RLS_TIMEOUT_MS: u64 = 60_000;
 
 fn default_true() -> bool {
     true
@@ -63,9 +101,17 @@ pub struct RuleConfig {
     /// Which requests the rule applies to (default: all).
     #[serde(default, rename = "match")]
     pub matcher: MatchConfig,
-    /// What identifies a bucket: the parts are combined (composite key).
+    /// What identifies a bucket: the parts are combined (composite key). For a `global`
+    /// rule, the entries of its descriptor, in order.
     pub key: Vec<KeyPart>,
-    pub token_bucket: TokenBucketConfig,
+    /// The bucket of a local rule (required); a `global` rule has none (the service's
+    /// configuration holds its limit).
+    #[serde(default)]
+    pub token_bucket: Option<TokenBucketConfig>,
+    /// Decided by the `rate_limit_service` (fleet-wide), after the local rules admitted the
+    /// request.
+    #[serde(default)]
+    pub global: bool,
     /// Count and report, never reject.
     #[serde(default)]
     pub shadow: bool,
@@ -122,13 +168,23 @@ pub enum KeyPart {
     /// `client_ip.xff_num_trusted_hops` > 0.
     RemoteAddress {},
     /// The one value of a request header (given twice or in another spelling: refused).
-    RequestHeaders { header_name: String },
+    /// `descriptor_key` (global rules): the entry's key, default the header name.
+    RequestHeaders {
+        header_name: String,
+        #[serde(default)]
+        descriptor_key: Option<String>,
+    },
     /// The canonical path (without the query string).
     Path {},
     /// The method, upper-cased.
     Method {},
     /// A constant: one bucket shared by every request the rule applies to.
-    GenericKey { descriptor_value: String },
+    /// `descriptor_key` (global rules): the entry's key, default `generic_key` (as Envoy).
+    GenericKey {
+        descriptor_value: String,
+        #[serde(default)]
+        descriptor_key: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -2,7 +2,8 @@
 //! shared table all-or-nothing with compare-and-swap. The rules are compiled from the
 //! configuration in `compile.rs`; rules match, and keys are built, on the canonical request
 //! view (`policy/view.rs`), and what has no single meaning is refused (400) before any token
-//! is taken; the replies and rate-limit headers are in `policy/reply.rs`.
+//! is taken; the replies and rate-limit headers are in `policy/reply.rs`; `global` rules, decided
+//! by a rate limit service after the local ones, in `policy/global.rs`.
 //!
 //! ## The update protocol (one request)
 //! 1. Every rule whose match applies yields a bucket (rule, key) → fingerprint and shard.
@@ -17,24 +18,26 @@
 //!    If the second decision rejects, the tokens already taken are given back (refund), so a
 //!    request rejected by one rule consumes nothing from the others.
 //! 5. After `table.max_cas_attempts` rounds the request is neither admitted silently nor
-//!    charged: committed tokens are refunded, `table.cas_exhausted` is counted, a warning is
+//!    charged: committed tokens are refunded, `table_cas_exhausted` is counted, a warning is
 //!    logged, and `on_table_error` decides (`deny` → 503 by default).
 
 use crate::bucket::{BucketState, TokenBucket};
-use crate::compile::{self, define, Part, Rule, TableMetrics};
+use crate::compile::{self, Part, Rule, TableMetrics};
 use crate::config::{ClientIpConfig, RateLimitConfig, TableErrorMode, XRateLimitHeaders};
 use crate::table::{shard_len, Claim, Shard};
 use meshwall_core::{
-    Action, CanonConfig, ConfigError, HeaderOp, Host, HostError, MetricKind, Policy, Refusals,
+    Action, CanonConfig, ConfigError, GrpcResponse, HeaderOp, Host, HostError, Policy, Refusals,
     Request, Response,
 };
 use siphasher::sip128::{Hasher128, SipHasher13};
 use std::cell::Cell;
 use std::hash::Hasher;
 
+mod global;
 mod reply;
 mod view;
 
+use global::{Service, Taken};
 use view::View;
 
 const SEED_MAGIC: &[u8; 4] = b"MWS1";
@@ -56,12 +59,16 @@ pub struct RateLimitPolicy {
     metrics: TableMetrics,
     canon: CanonConfig,
     refusals: Refusals,
+    /// The rate limit service of the global rules.
+    service: Option<Service>,
 }
 
-/// Per-request state: the rate-limit headers to put on the response.
+/// Per-request state: the rate-limit headers to put on the response, and what a request
+/// waiting for the rate limit service needs when the answer comes.
 #[derive(Debug, Default)]
 pub struct Exchange {
     ops: Vec<HeaderOp>,
+    global: Option<Box<global::Pending>>,
 }
 
 /// One bucket a request needs a token from.
@@ -100,7 +107,17 @@ impl RateLimitPolicy {
         let rules = compile::rules(&cfg, host)?;
         compile::check_client_ip(&cfg.client_ip)?;
         let t = &cfg.table;
-        compile::check_table(t, rules.len())?;
+        compile::check_table(t, rules.iter().filter(|r| !r.global).count())?;
+        let service = match &cfg.rate_limit_service {
+            Some(_) if !rules.iter().any(|r| r.global) => {
+                return Err(ConfigError::new(
+                    "rate_limit_service",
+                    "no rule is `global`: remove it, or mark the rules it decides",
+                ))
+            }
+            Some(c) => Some(Service::new(c, host)?),
+            None => None,
+        };
         let metrics = TableMetrics::define(host)?;
         let key_prefix = format!(
             "meshwall.ratelimit/{}/{}x{}/",
@@ -121,10 +138,12 @@ impl RateLimitPolicy {
             metrics,
             refusals: Refusals::define(Self::NAME, host),
             canon: cfg.canonical.clone(),
+            service,
         };
         policy.init_table(host)?;
-        let bytes_gauge = define(host, MetricKind::Gauge, "meshwall.ratelimit.table.bytes")?;
-        host.record_metric(bytes_gauge, policy.table_bytes());
+        compile::metrics(host)
+            .gauge("table_bytes", &[])?
+            .set(host, policy.table_bytes());
         Ok(policy)
     }
 
@@ -355,15 +374,15 @@ impl RateLimitPolicy {
                     Ok(()) => {
                         for c in claims {
                             match c {
-                                Claim::Evicted => host.increment_metric(self.metrics.evictions, 1),
-                                Claim::Reclaimed => host.increment_metric(self.metrics.reclaims, 1),
+                                Claim::Evicted => self.metrics.evictions.inc(host),
+                                Claim::Reclaimed => self.metrics.reclaims.inc(host),
                                 Claim::Free => {}
                             }
                         }
                         committed.push(g.clone());
                     }
                     Err(HostError::CasMismatch) => {
-                        host.increment_metric(self.metrics.cas_retries, 1);
+                        self.metrics.cas_retries.inc(host);
                         conflict_at = Some(gi);
                         break;
                     }
@@ -375,9 +394,9 @@ impl RateLimitPolicy {
                 Some(gi) => pending = pending.split_off(gi),
             }
         }
-        host.increment_metric(self.metrics.cas_exhausted, 1);
+        self.metrics.cas_exhausted.inc(host);
         log::warn!(
-            "meshwall.ratelimit: gave up after {} compare-and-swap attempts (table.cas_exhausted)",
+            "meshwall.ratelimit: gave up after {} compare-and-swap attempts (table_cas_exhausted)",
             self.max_attempts
         );
         self.refund(&committed, targets, &seen, host);
@@ -392,7 +411,7 @@ impl RateLimitPolicy {
         host: &dyn Host,
         why: &str,
     ) -> Outcome {
-        host.increment_metric(self.metrics.errors, 1);
+        self.metrics.errors.inc(host);
         log::warn!("meshwall.ratelimit: rate-limit table unavailable: {why}");
         self.refund(committed, targets, seen, host);
         Outcome::Failed
@@ -435,16 +454,52 @@ impl RateLimitPolicy {
                         done = true;
                         break;
                     }
-                    Err(HostError::CasMismatch) => {
-                        host.increment_metric(self.metrics.cas_retries, 1)
-                    }
+                    Err(HostError::CasMismatch) => self.metrics.cas_retries.inc(host),
                     Err(_) => break,
                 }
             }
             if !done {
-                host.increment_metric(self.metrics.refunds_lost, 1);
-                log::warn!("meshwall.ratelimit: could not give back a token (table.refunds_lost)");
+                self.metrics.refunds_lost.inc(host);
+                log::warn!("meshwall.ratelimit: could not give back a token (table_refunds_lost)");
             }
+        }
+    }
+}
+
+impl RateLimitPolicy {
+    /// Takes a token from the bucket of every local rule that applies: what was taken, or the
+    /// reply (429, or the table error when `on_table_error` denies; when it allows, nothing is
+    /// taken and the request goes on to the global rules).
+    fn take_local(
+        &self,
+        ex: &mut Exchange,
+        local: &[(usize, Vec<u8>)],
+        host: &dyn Host,
+    ) -> Result<Taken, Action> {
+        let failed = || match self.table_error() {
+            Action::Continue(_) => Ok(Taken::default()),
+            reply => Err(reply),
+        };
+        let seed = match self.load_seed(host) {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics.errors.inc(host);
+                log::warn!("meshwall.ratelimit: rate-limit table unavailable: {e}");
+                return failed();
+            }
+        };
+        let targets: Vec<Target> = local
+            .iter()
+            .filter_map(|(i, m)| self.target(seed, *i, m))
+            .collect();
+        let now = host.now_millis();
+        match self.take(&targets, now, host) {
+            Outcome::Allowed(seen) => Ok(Taken { seen, targets, now }),
+            Outcome::Rejected(seen) => {
+                self.count(&seen, false, host);
+                Err(self.rejected(ex, &seen, now))
+            }
+            Outcome::Failed => failed(),
         }
     }
 }
@@ -467,42 +522,41 @@ impl Policy for RateLimitPolicy {
     fn on_request_headers(&self, ex: &mut Exchange, req: &Request, host: &dyn Host) -> Action {
         // Every request is checked by at least one rule, so an ambiguous one is always refused
         // (before any token is taken: a refusal costs nothing and reaches nothing).
-        let applied = match View::new(req, &self.canon).and_then(|v| self.buckets(&v)) {
+        let applied = match View::new(req, &self.canon).and_then(|v| self.applied(&v)) {
             Ok(applied) => applied,
             Err(a) => return self.refusals.refuse(&a, host),
         };
-        if applied.is_empty() {
+        if applied.local.is_empty() && applied.global.is_empty() {
             return Action::proceed();
         }
-        let seed = match self.load_seed(host) {
-            Ok(s) => s,
-            Err(e) => {
-                host.increment_metric(self.metrics.errors, 1);
-                log::warn!("meshwall.ratelimit: rate-limit table unavailable: {e}");
-                return self.table_error();
+        // Local rules first: what they reject never reaches the rate limit service.
+        let mut taken = Taken::default();
+        if !applied.local.is_empty() {
+            match self.take_local(ex, &applied.local, host) {
+                Ok(t) => taken = t,
+                Err(reply) => return reply,
             }
-        };
-        let targets: Vec<Target> = applied
-            .iter()
-            .filter_map(|(i, m)| self.target(seed, *i, m))
-            .collect();
-        let now = host.now_millis();
-        match self.take(&targets, now, host) {
-            Outcome::Allowed(seen) => {
-                self.count(&seen, true, host);
-                ex.ops = self
-                    .headers(&seen, now)
-                    .into_iter()
-                    .map(|(k, v)| HeaderOp::Set(k, v))
-                    .collect();
-                Action::proceed()
-            }
-            Outcome::Rejected(seen) => {
-                self.count(&seen, false, host);
-                self.rejected(ex, &seen, now)
-            }
-            Outcome::Failed => self.table_error(),
         }
+        if applied.global.is_empty() {
+            return self.finish_local(ex, taken, host);
+        }
+        self.start_global(ex, taken, applied.global, host)
+    }
+
+    fn on_request_callout(
+        &self,
+        ex: &mut Exchange,
+        _req: &Request,
+        token: u32,
+        response: GrpcResponse,
+        host: &dyn Host,
+    ) -> Action {
+        self.global_answer(ex, token, response, host)
+    }
+
+    /// Rate limit service answers are small (a status per descriptor and a few headers).
+    fn max_callout_body(&self) -> usize {
+        global::MAX_ANSWER
     }
 
     fn on_response_headers(

@@ -4,8 +4,8 @@ use crate::config::SuiteConfig;
 use meshwall_access::AccessPolicy;
 use meshwall_apikey::ApiKeyPolicy;
 use meshwall_core::{
-    Action, Body, CalloutResponse, Chain, ConfigError, HeaderOp, Headers, Host, Policy, Request,
-    Response, Verdict,
+    Action, Body, CalloutResponse, Chain, ConfigError, GrpcResponse, HeaderOp, Headers, Host,
+    Policy, Request, Response, Verdict,
 };
 use meshwall_cors::CorsPolicy;
 use meshwall_headers::HeadersPolicy;
@@ -139,6 +139,18 @@ impl Policy for SuitePolicy {
         host: &dyn Host,
     ) -> Verdict {
         self.chain.on_request_body(ex, req, body, host)
+    }
+
+    fn on_request_callout(
+        &self,
+        ex: &mut Self::Exchange,
+        req: &Request,
+        token: u32,
+        response: GrpcResponse,
+        host: &dyn Host,
+    ) -> Action {
+        self.chain
+            .on_request_callout(ex, req, token, response, host)
     }
 
     fn on_request_trailers(

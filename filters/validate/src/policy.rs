@@ -7,21 +7,50 @@ use crate::schema::Violation;
 use crate::spec::{self, Spec};
 use boon::SchemaIndex;
 use meshwall_core::http::query_pairs;
+use meshwall_core::metrics::{Counter, Label, Registry};
 use meshwall_core::{
-    canonical_path, Action, Ambiguity, Body, CanonConfig, ConfigError, Host, LocalReply, MetricId,
-    MetricKind, Policy, Refusals, Request, Verdict,
+    canonical_path, Action, Ambiguity, Body, CanonConfig, ConfigError, Host, LocalReply, Policy,
+    Refusals, Request, Verdict,
 };
 use serde_json::{json, Value};
 
-const METRICS: [&str; 8] = [
-    "validated",
-    "rejected_404",
-    "rejected_405",
-    "rejected_400_param",
-    "rejected_400_body",
-    "rejected_413",
-    "rejected_415",
-    "report_only",
+/// The counters, in [`Metric`] order: `meshwall.validate.<metric>` with its labels (one
+/// `rejected` counter per status and reason: `meshwall_validate_rejected{status="404",
+/// reason="unknown_path"}` in Prometheus).
+type Labels = &'static [(Label, &'static str)];
+const METRICS: [(&str, Labels); 8] = [
+    ("validated", &[]),
+    (
+        "rejected",
+        &[(Label::Status, "404"), (Label::Reason, "unknown_path")],
+    ),
+    (
+        "rejected",
+        &[
+            (Label::Status, "405"),
+            (Label::Reason, "method_not_allowed"),
+        ],
+    ),
+    (
+        "rejected",
+        &[(Label::Status, "400"), (Label::Reason, "invalid_param")],
+    ),
+    (
+        "rejected",
+        &[(Label::Status, "400"), (Label::Reason, "invalid_body")],
+    ),
+    (
+        "rejected",
+        &[(Label::Status, "413"), (Label::Reason, "body_too_large")],
+    ),
+    (
+        "rejected",
+        &[
+            (Label::Status, "415"),
+            (Label::Reason, "unsupported_media_type"),
+        ],
+    ),
+    ("report_only", &[]),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +91,7 @@ pub struct Exchange {
 pub struct ValidatePolicy {
     cfg: ValidateConfig,
     spec: Option<Spec>,
-    metrics: Vec<Option<MetricId>>,
+    metrics: Vec<Option<Counter>>,
     refusals: Refusals,
     /// `cfg.canonical` with case kept: routes compare case as configured, parameter values
     /// keep the case the client sent.
@@ -100,8 +129,8 @@ fn looks_like_json(body: &[u8]) -> bool {
 
 impl ValidatePolicy {
     fn count(&self, m: Metric, host: &dyn Host) {
-        if let Some(Some(id)) = self.metrics.get(m as usize) {
-            host.increment_metric(*id, 1);
+        if let Some(Some(c)) = self.metrics.get(m as usize) {
+            c.inc(host);
         }
     }
 
@@ -300,12 +329,10 @@ impl Policy for ValidatePolicy {
                 .map_err(|e| ConfigError::new("spec", e.to_string()))?,
             ),
         };
+        let registry = Registry::of::<Self>(host);
         let metrics = METRICS
             .iter()
-            .map(|m| {
-                host.define_metric(MetricKind::Counter, &format!("meshwall.validate.{m}"))
-                    .ok()
-            })
+            .map(|(m, labels)| registry.counter(m, labels).ok())
             .collect();
         if let Some(s) = &spec {
             log::info!(

@@ -77,9 +77,9 @@ fn spellings_of_a_protected_path_are_denied_or_refused() {
     for path in ["/admin/x", "//admin/x", "/%61dmin/x", "/users/42/keys"] {
         assert_eq!(status_of(&p, &host, "GET", path, "10.0.0.1"), 200, "{path}");
     }
-    assert!(host.metric("meshwall.access.ambiguous.path_params") >= 2);
+    assert!(host.metric("meshwall.access.ambiguous.reason.path_params") >= 2);
     assert_eq!(
-        host.metric("meshwall.access.ambiguous.path_encoded_slash"),
+        host.metric("meshwall.access.ambiguous.reason.path_encoded_slash"),
         2
     );
 }

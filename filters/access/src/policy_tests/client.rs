@@ -142,7 +142,10 @@ fn a_trusted_entry_that_is_not_an_address_is_an_unknown_client() {
         assert_eq!(p.decide(&r), Ok(Verdict::Deny(NoClientAddress)), "{xff:?}");
         assert_eq!(exchange(&p, &host, &r).status, 403);
     }
-    assert_eq!(host.metric("meshwall.access.denied.no_client_address"), 6);
+    assert_eq!(
+        host.metric("meshwall.access.denied.reason.no_client_address"),
+        6
+    );
     // Too few entries and no usable downstream address: unknown as well.
     let r = req("GET", "/admin", None, &[("x-forwarded-for", "10.0.0.1")]);
     let (p2, _) = admin_only(2);
@@ -167,7 +170,10 @@ fn with_trusted_hops_another_spelling_of_x_forwarded_for_is_refused() {
         assert_eq!(s.problem()["reason"], "header_spelling");
         assert!(s.upstream.is_none());
     }
-    assert_eq!(host.metric("meshwall.access.ambiguous.header_spelling"), 3);
+    assert_eq!(
+        host.metric("meshwall.access.ambiguous.reason.header_spelling"),
+        3
+    );
     // Upper case is the same header (Envoy hands names over lower-cased anyway).
     assert_eq!(
         get(

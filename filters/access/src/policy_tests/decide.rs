@@ -277,21 +277,34 @@ fn counters_per_verdict_and_reason() {
     }
     for (name, want) in [
         ("meshwall.access.allowed", 3),
-        ("meshwall.access.denied", 5),
-        ("meshwall.access.denied.deny_list", 2),
-        ("meshwall.access.denied.not_allowed", 1),
-        ("meshwall.access.denied.no_client_address", 2),
-        ("meshwall.access.ambiguous.path_params", 1),
+        ("meshwall.access.denied.reason.deny_list", 2),
+        ("meshwall.access.denied.reason.not_allowed", 1),
+        ("meshwall.access.denied.reason.no_client_address", 2),
+        ("meshwall.access.ambiguous.reason.path_params", 1),
     ] {
         assert_eq!(host.metric(name), want, "{name}");
     }
-    let names = host.metric_names();
-    for r in meshwall_core::Ambiguity::REASONS {
-        assert!(
-            names.contains(&format!("meshwall.access.ambiguous.{r}")),
-            "{r}"
-        );
-    }
+    // One counter per decision and reason (`meshwall_access_denied{reason="deny_list"}`), all
+    // defined at configure time; no separate total beside the reasons (a sum over the label
+    // would count every denial twice).
+    let mut names = host.metric_names();
+    let mut want: Vec<String> = [
+        "allowed",
+        "denied.reason.deny_list",
+        "denied.reason.not_allowed",
+        "denied.reason.no_client_address",
+    ]
+    .iter()
+    .map(|m| format!("meshwall.access.{m}"))
+    .collect();
+    want.extend(
+        meshwall_core::Ambiguity::REASONS
+            .iter()
+            .map(|r| format!("meshwall.access.ambiguous.reason.{r}")),
+    );
+    names.sort();
+    want.sort();
+    assert_eq!(names, want);
 }
 
 #[test]

@@ -330,18 +330,24 @@ fn metrics_are_defined_at_configure_time() {
     for m in [
         "meshwall.apikey.allowed",
         "meshwall.apikey.anonymous",
-        "meshwall.apikey.denied.missing",
-        "meshwall.apikey.denied.invalid",
-        "meshwall.apikey.denied.multiple",
-        "meshwall.apikey.denied.forbidden",
-        "meshwall.apikey.ambiguous.path_params",
-        "meshwall.apikey.ambiguous.header_spelling",
-        "meshwall.apikey.ambiguous.repeated_param",
+        "meshwall.apikey.denied.reason.missing",
+        "meshwall.apikey.denied.reason.invalid",
+        "meshwall.apikey.denied.reason.multiple",
+        "meshwall.apikey.denied.reason.forbidden",
+        "meshwall.apikey.ambiguous.reason.path_params",
+        "meshwall.apikey.ambiguous.reason.header_spelling",
+        "meshwall.apikey.ambiguous.reason.repeated_param",
         "meshwall.apikey.consumers",
         "meshwall.apikey.keys",
     ] {
         assert!(names.iter().any(|n| n == m), "{m} missing from {names:?}");
     }
+    // One counter per decision and reason, no metric per consumer or key.
+    assert_eq!(
+        names.len(),
+        2 + 4 + meshwall_core::Ambiguity::REASONS.len() + 2,
+        "{names:?}"
+    );
     assert_eq!(host.metric("meshwall.apikey.consumers"), 3);
     assert_eq!(host.metric("meshwall.apikey.keys"), 4);
 }

@@ -175,14 +175,17 @@ fn every_decision_is_counted() {
         (req("GET", "/x", &[k(ALICE)]), "allowed"),
         (req("GET", "/healthz", &[]), "anonymous"),
         (req("GET", "/public/", &[]), "anonymous"),
-        (req("GET", "/x", &[]), "denied.missing"),
-        (req("GET", "/x", &[k("nope")]), "denied.invalid"),
-        (req("GET", "/x", &[k("a,b")]), "denied.multiple"),
-        (req("GET", "/admin/", &[k(BOB)]), "denied.forbidden"),
-        (req("GET", "/x;a", &[k(ALICE)]), "ambiguous.path_params"),
+        (req("GET", "/x", &[]), "denied.reason.missing"),
+        (req("GET", "/x", &[k("nope")]), "denied.reason.invalid"),
+        (req("GET", "/x", &[k("a,b")]), "denied.reason.multiple"),
+        (req("GET", "/admin/", &[k(BOB)]), "denied.reason.forbidden"),
+        (
+            req("GET", "/x;a", &[k(ALICE)]),
+            "ambiguous.reason.path_params",
+        ),
         (
             req("GET", "/x", &[("x_api_key", ALICE)]),
-            "ambiguous.header_spelling",
+            "ambiguous.reason.header_spelling",
         ),
     ] {
         let name = format!("meshwall.apikey.{metric}");

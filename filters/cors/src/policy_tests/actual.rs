@@ -351,8 +351,14 @@ fn what_has_no_single_meaning_is_refused() {
         assert_eq!(s.problem()["reason"], reason, "{method} {path} {headers:?}");
         assert!(cors_headers(&s).is_empty());
     }
-    assert_eq!(host.metric("meshwall.cors.ambiguous.repeated_header"), 7);
-    assert_eq!(host.metric("meshwall.cors.ambiguous.header_spelling"), 3);
+    assert_eq!(
+        host.metric("meshwall.cors.ambiguous.reason.repeated_header"),
+        7
+    );
+    assert_eq!(
+        host.metric("meshwall.cors.ambiguous.reason.header_spelling"),
+        3
+    );
     // Only a preflight reads the request method: a GET carrying two is an actual request.
     let s = go(
         &p,

@@ -16,18 +16,24 @@ fn demo_config_builds_and_defines_its_metrics() {
     assert_eq!(p.routes.len(), 5);
     assert!(p.routes[4].policy.is_none(), "legacy is turned off");
     assert!(!p.uses_client_ip());
-    let names = host.metric_names();
-    for m in [
-        "meshwall.cors.origin_valid",
-        "meshwall.cors.origin_invalid",
-        "meshwall.cors.preflight.allowed",
-        "meshwall.cors.preflight.forwarded",
-        "meshwall.cors.preflight.denied",
-        "meshwall.cors.ambiguous.path_params",
-        "meshwall.cors.ambiguous.header_spelling",
-    ] {
-        assert!(names.iter().any(|n| n == m), "{m} in {names:?}");
+    // One counter per decision, the reason as a label, all defined at configure time.
+    let mut names = host.metric_names();
+    let mut want: Vec<String> = ["origin_valid", "origin_invalid", "preflight_allowed"]
+        .iter()
+        .map(|m| format!("meshwall.cors.{m}"))
+        .collect();
+    for decision in ["preflight_forwarded", "preflight_denied"] {
+        for r in NotAllowed::ALL {
+            want.push(format!("meshwall.cors.{decision}.reason.{}", r.reason()));
+        }
     }
+    for r in Ambiguity::REASONS {
+        want.push(format!("meshwall.cors.ambiguous.reason.{r}"));
+    }
+    names.sort();
+    want.sort();
+    assert_eq!(names, want);
+    assert!(names.contains(&"meshwall.cors.preflight_denied.reason.origin_not_allowed".into()));
 }
 
 #[test]

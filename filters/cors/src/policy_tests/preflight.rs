@@ -175,7 +175,7 @@ fn the_answer_to_an_allowed_preflight() {
     .collect();
     assert_eq!(cors_headers(&s), want);
     assert_eq!(s.header("vary"), Some(PREFLIGHT_VARY));
-    assert_eq!(host.metric("meshwall.cors.preflight.allowed"), 1);
+    assert_eq!(host.metric("meshwall.cors.preflight_allowed"), 1);
     assert_eq!(host.metric("meshwall.cors.origin_valid"), 1);
 }
 
@@ -335,7 +335,12 @@ fn preflights_not_allowed_get_no_cors_headers_forwarded_or_403() {
             "private_network_not_allowed",
         ),
     ] {
+        // Counted under its decision and reason (`meshwall_cors_preflight_denied{reason=…}`).
+        let decision = if forwarded { "forwarded" } else { "denied" };
+        let counter = format!("meshwall.cors.preflight_{decision}.reason.{reason}");
+        let before = host.metric(&counter);
         let s = go(&p, &host, "OPTIONS", path, &headers, &backend);
+        assert_eq!(host.metric(&counter), before + 1, "{counter}");
         assert!(cors_headers(&s).is_empty(), "{path} {headers:?}: {s:?}");
         if forwarded {
             assert_eq!(s.status, 200, "{headers:?}");
@@ -349,8 +354,14 @@ fn preflights_not_allowed_get_no_cors_headers_forwarded_or_403() {
             assert_eq!(s.problem()["reason"], reason, "{headers:?}");
         }
     }
-    assert_eq!(host.metric("meshwall.cors.preflight.forwarded"), 4);
-    assert_eq!(host.metric("meshwall.cors.preflight.denied"), 4);
+    let total = |decision: &str| -> i64 {
+        NotAllowed::ALL
+            .iter()
+            .map(|r| host.metric(&format!("meshwall.cors.{decision}.reason.{}", r.reason())))
+            .sum()
+    };
+    assert_eq!(total("preflight_forwarded"), 4);
+    assert_eq!(total("preflight_denied"), 4);
     assert_eq!(host.metric("meshwall.cors.origin_invalid"), 3);
 }
 

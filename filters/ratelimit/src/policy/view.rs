@@ -14,6 +14,7 @@ use crate::compile::{Part, Rule};
 use crate::config::OnMissingKey;
 use meshwall_core::client::client_ip;
 use meshwall_core::{canonical_path, Ambiguity, CanonConfig, Request};
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// The request as the rules see it.
@@ -82,6 +83,25 @@ impl RateLimitPolicy {
             .all(|(name, present)| headers.contains(name) == *present))
     }
 
+    /// The value of one key part for the request; `None` when it is missing (no client
+    /// address, the header absent or empty).
+    fn part_value<'v>(
+        &self,
+        part: &'v Part,
+        view: &'v View,
+    ) -> Result<Option<PartValue<'v>>, Ambiguity> {
+        Ok(match part {
+            Part::RemoteAddress => self.client_ip(view.req)?.map(PartValue::Ip),
+            Part::Header(name) => match view.req.headers.single(name)?.map(str::trim) {
+                Some(v) if !v.is_empty() => Some(PartValue::Text(v.into())),
+                _ => None,
+            },
+            Part::Path => Some(PartValue::Text(self.key_path(&view.path).into())),
+            Part::Method => Some(PartValue::Text(self.key_method(&view.req.method).into())),
+            Part::Constant(c) => Some(PartValue::Text(c.as_str().into())),
+        })
+    }
+
     /// The bytes that identify a request's bucket for `rule`; `None` when a part is missing.
     /// Every key header is checked (one value, one spelling) even when another part is missing.
     pub(super) fn key_material(
@@ -92,23 +112,68 @@ impl RateLimitPolicy {
         let mut out = Vec::new();
         let mut missing = false;
         for part in &rule.key {
-            match part {
-                Part::RemoteAddress => match self.client_ip(view.req)? {
-                    Some(ip) => push_part(&mut out, 1, &self.ip_bytes(ip)),
-                    None => missing = true,
-                },
-                Part::Header(name) => match view.req.headers.single(name)?.map(str::trim) {
-                    Some(v) if !v.is_empty() => push_part(&mut out, 2, v.as_bytes()),
-                    _ => missing = true,
-                },
-                Part::Path => push_part(&mut out, 3, self.key_path(&view.path).as_bytes()),
-                Part::Method => {
-                    push_part(&mut out, 4, self.key_method(&view.req.method).as_bytes())
-                }
-                Part::Constant(c) => push_part(&mut out, 5, c.as_bytes()),
+            let tag = match part {
+                Part::RemoteAddress => 1,
+                Part::Header(_) => 2,
+                Part::Path => 3,
+                Part::Method => 4,
+                Part::Constant(_) => 5,
+            };
+            match self.part_value(part, view)? {
+                Some(PartValue::Ip(ip)) => push_part(&mut out, tag, &self.ip_bytes(ip)),
+                Some(PartValue::Text(t)) => push_part(&mut out, tag, t.as_bytes()),
+                None => missing = true,
             }
         }
         Ok((!missing).then_some(out))
+    }
+
+    /// The descriptor entries of a global `rule` for the request, in key order: `None` when a
+    /// part is missing (every key header is checked all the same). The client address is
+    /// `remote_address` (`10.0.0.1`, as Envoy's `remote_address` action) when the prefix length
+    /// keeps the whole address, else `masked_remote_address` (`10.0.0.0/24`, as Envoy's
+    /// `masked_remote_address`).
+    fn entries(&self, rule: &Rule, view: &View) -> Result<Option<Entries>, Ambiguity> {
+        let mut out = Vec::with_capacity(rule.key.len());
+        let mut missing = false;
+        for (part, key) in rule.key.iter().zip(&rule.entry_keys) {
+            match self.part_value(part, view)? {
+                Some(PartValue::Ip(ip)) => out.push(self.address_entry(ip)),
+                Some(PartValue::Text(t)) => out.push((key.clone(), t.into_owned())),
+                None => missing = true,
+            }
+        }
+        Ok((!missing).then_some(out))
+    }
+
+    /// The entries of a global rule's shared descriptor for requests with a missing part
+    /// (`on_missing_key: anonymous`): every value empty, so all such requests share one counter.
+    fn anonymous_entries(rule: &Rule) -> Entries {
+        rule.entry_keys
+            .iter()
+            .map(|key| (key.clone(), String::new()))
+            .collect()
+    }
+
+    fn address_entry(&self, ip: IpAddr) -> (String, String) {
+        let (prefix, full) = match ip {
+            IpAddr::V4(_) => (self.client_ip.ipv4_prefix_length, 32),
+            IpAddr::V6(_) => (self.client_ip.ipv6_prefix_length, 128),
+        };
+        if prefix >= full {
+            return ("remote_address".into(), ip.to_string());
+        }
+        let masked = match ip {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::from(std::net::Ipv4Addr::from(u32::from(v4) & mask))
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::from(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        };
+        ("masked_remote_address".into(), format!("{masked}/{prefix}"))
     }
 
     /// The canonical path as a key: with `trailing_slash_insensitive`, `/a/` is `/a`.
@@ -129,22 +194,51 @@ impl RateLimitPolicy {
         }
     }
 
-    /// The buckets (rule, key material) the request needs a token from, or why the request
-    /// is ambiguous for a rule that would apply to it.
-    pub(super) fn buckets(&self, view: &View) -> Result<Vec<(usize, Vec<u8>)>, Ambiguity> {
-        let mut applied = Vec::new();
+    /// What the request is checked against: the buckets (rule, key material) of the local
+    /// rules that apply, and the descriptors (rule, entries) of the global ones; or why the
+    /// request is ambiguous for a rule that would apply to it.
+    pub(super) fn applied(&self, view: &View) -> Result<Applied, Ambiguity> {
+        let mut applied = Applied::default();
         for (i, rule) in self.rules.iter().enumerate() {
             if !self.applies(rule, view)? {
                 continue;
             }
+            if rule.global {
+                match self.entries(rule, view)? {
+                    Some(e) => applied.global.push((i, e)),
+                    None => match rule.on_missing {
+                        OnMissingKey::Skip => {}
+                        OnMissingKey::Anonymous => {
+                            applied.global.push((i, Self::anonymous_entries(rule)))
+                        }
+                    },
+                }
+                continue;
+            }
             match self.key_material(rule, view)? {
-                Some(m) => applied.push((i, m)),
+                Some(m) => applied.local.push((i, m)),
                 None => match rule.on_missing {
                     OnMissingKey::Skip => {}
-                    OnMissingKey::Anonymous => applied.push((i, vec![0xff])),
+                    OnMissingKey::Anonymous => applied.local.push((i, vec![0xff])),
                 },
             }
         }
         Ok(applied)
     }
+}
+
+/// A global rule's descriptor: `(key, value)` entries.
+pub(super) type Entries = Vec<(String, String)>;
+
+/// The rules a request is checked against (see [`RateLimitPolicy::applied`]).
+#[derive(Debug, Default)]
+pub(super) struct Applied {
+    pub(super) local: Vec<(usize, Vec<u8>)>,
+    pub(super) global: Vec<(usize, Entries)>,
+}
+
+/// One key part's value for a request.
+enum PartValue<'v> {
+    Ip(IpAddr),
+    Text(Cow<'v, str>),
 }

@@ -130,7 +130,7 @@ fn x_forwarded_for_with_trusted_hops() {
     );
     assert_eq!(status(&p, &host, &respelled), 400);
     assert_eq!(
-        host.metric("meshwall.ratelimit.ambiguous.header_spelling"),
+        host.metric("meshwall.ratelimit.ambiguous.reason.header_spelling"),
         1
     );
     // Without trusted hops the header is never read, so its spelling is none of our business.
@@ -332,15 +332,15 @@ fn key_headers_have_one_value_in_one_spelling() {
         assert_eq!(got, (*want, reason.to_string()), "{headers:?}");
     }
     assert_eq!(
-        host.metric("meshwall.ratelimit.ambiguous.repeated_header"),
+        host.metric("meshwall.ratelimit.ambiguous.reason.repeated_header"),
         3
     );
     assert_eq!(
-        host.metric("meshwall.ratelimit.ambiguous.header_spelling"),
+        host.metric("meshwall.ratelimit.ambiguous.reason.header_spelling"),
         4
     );
     assert_eq!(
-        host.metric("meshwall.ratelimit.rule.r.allowed"),
+        host.metric("meshwall.ratelimit.allowed.rule.r"),
         2,
         "refusals took no token"
     );

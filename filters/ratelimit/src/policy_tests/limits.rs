@@ -30,9 +30,9 @@ fn login_limit_is_separate_from_the_global_one() {
         status(&p, &host, &req("POST", "/login", "10.0.0.2", &[])),
         200
     );
-    assert_eq!(host.metric("meshwall.ratelimit.rule.login.allowed"), 6);
-    assert_eq!(host.metric("meshwall.ratelimit.rule.login.limited"), 5);
-    assert_eq!(host.metric("meshwall.ratelimit.rule.per-ip.limited"), 0);
+    assert_eq!(host.metric("meshwall.ratelimit.allowed.rule.login"), 6);
+    assert_eq!(host.metric("meshwall.ratelimit.limited.rule.login"), 5);
+    assert_eq!(host.metric("meshwall.ratelimit.limited.rule.per-ip"), 0);
 }
 
 #[test]
@@ -86,8 +86,8 @@ fn rejected_by_two_rules_retry_after_is_the_later_one() {
     let (st, h) = send(&p, &host, &r);
     assert_eq!(st, 429);
     assert_eq!(h.get("retry-after"), Some("28"));
-    assert_eq!(host.metric("meshwall.ratelimit.rule.a.limited"), 1);
-    assert_eq!(host.metric("meshwall.ratelimit.rule.b.limited"), 1);
+    assert_eq!(host.metric("meshwall.ratelimit.limited.rule.a"), 1);
+    assert_eq!(host.metric("meshwall.ratelimit.limited.rule.b"), 1);
 }
 
 // ---------------------------------------------------------------- replies and headers
@@ -212,9 +212,9 @@ fn shadow_never_rejects_but_counts() {
         assert_eq!(st, 200);
         assert!(!h.contains("ratelimit"), "a shadow rule is not advertised");
     }
-    assert_eq!(host.metric("meshwall.ratelimit.rule.r.allowed"), 2);
-    assert_eq!(host.metric("meshwall.ratelimit.rule.r.shadow_limited"), 8);
-    assert_eq!(host.metric("meshwall.ratelimit.rule.r.limited"), 0);
+    assert_eq!(host.metric("meshwall.ratelimit.allowed.rule.r"), 2);
+    assert_eq!(host.metric("meshwall.ratelimit.shadow_limited.rule.r"), 8);
+    assert_eq!(host.metric("meshwall.ratelimit.limited.rule.r"), 0);
 }
 
 #[test]
@@ -228,10 +228,52 @@ fn shadow_rule_next_to_an_enforced_one() {
     );
     let r = req("GET", "/", "10.0.0.1", &[]);
     assert_eq!(count_ok(&p, &host, &r, 5), 3);
-    assert_eq!(host.metric("meshwall.ratelimit.rule.trial.allowed"), 1);
+    assert_eq!(host.metric("meshwall.ratelimit.allowed.rule.trial"), 1);
     assert_eq!(
-        host.metric("meshwall.ratelimit.rule.trial.shadow_limited"),
+        host.metric("meshwall.ratelimit.shadow_limited.rule.trial"),
         4
     );
-    assert_eq!(host.metric("meshwall.ratelimit.rule.enforced.limited"), 2);
+    assert_eq!(host.metric("meshwall.ratelimit.limited.rule.enforced"), 2);
+}
+
+#[test]
+fn metric_names_carry_the_rule_as_a_label() {
+    // One counter per decision and rule (`meshwall_ratelimit_limited{rule="login"}` in
+    // Prometheus), the table's counters and gauge, one refusal counter per reason: all
+    // defined at configure time, none per client.
+    let host = MemHost::new();
+    let p = policy(&host, DEMO);
+    let mut want: Vec<String> = Vec::new();
+    for rule in ["per-ip", "login"] {
+        for m in ["allowed", "limited", "shadow_limited"] {
+            want.push(format!("meshwall.ratelimit.{m}.rule.{rule}"));
+        }
+    }
+    for m in [
+        "evictions",
+        "reclaims",
+        "cas_retries",
+        "cas_exhausted",
+        "errors",
+        "refunds_lost",
+        "bytes",
+    ] {
+        want.push(format!("meshwall.ratelimit.table_{m}"));
+    }
+    for r in Ambiguity::REASONS {
+        want.push(format!("meshwall.ratelimit.ambiguous.reason.{r}"));
+    }
+    let mut names = host.metric_names();
+    names.sort();
+    want.sort();
+    assert_eq!(names, want);
+    // Many requests from many clients add no metric.
+    for i in 0..50 {
+        status(
+            &p,
+            &host,
+            &req("POST", "/login", &format!("10.1.0.{i}"), &[]),
+        );
+    }
+    assert_eq!(host.metric_names().len(), want.len());
 }

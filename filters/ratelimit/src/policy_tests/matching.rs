@@ -114,7 +114,7 @@ fn header_spellings_are_refused_only_where_the_rule_applies() {
         "the anonymous limit cannot be dodged with `x_api_key`"
     );
     assert_eq!(
-        host.metric("meshwall.ratelimit.ambiguous.header_spelling"),
+        host.metric("meshwall.ratelimit.ambiguous.reason.header_spelling"),
         1
     );
 }
@@ -163,7 +163,7 @@ fn ambiguous_paths_are_refused_before_any_token_is_taken() {
     for (_, reason) in cases {
         let n = cases.iter().filter(|(_, r)| *r == reason).count() as i64;
         assert_eq!(
-            host.metric(&format!("meshwall.ratelimit.ambiguous.{reason}")),
+            host.metric(&format!("meshwall.ratelimit.ambiguous.reason.{reason}")),
             n
         );
     }
@@ -205,9 +205,9 @@ fn brute_force_limit_cannot_be_escaped_by_any_spelling() {
         "five logins in all, in any spelling"
     );
     assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
-    assert_eq!(host.metric("meshwall.ratelimit.rule.login.allowed"), 5);
+    assert_eq!(host.metric("meshwall.ratelimit.allowed.rule.login"), 5);
     assert_eq!(
-        host.metric("meshwall.ratelimit.rule.login.limited"),
+        host.metric("meshwall.ratelimit.limited.rule.login"),
         (statuses.len() - 5) as i64
     );
     // Still another path and another method: not the login rule.

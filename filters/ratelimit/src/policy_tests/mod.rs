@@ -79,6 +79,8 @@ fn count_ok(p: &RateLimitPolicy, host: &MemHost, r: &Request, n: usize) -> usize
 }
 
 mod config;
+mod global;
+mod global_faults;
 mod keys;
 mod limits;
 mod matching;

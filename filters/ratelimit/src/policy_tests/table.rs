@@ -19,7 +19,7 @@ fn memory_is_bounded_by_the_table() {
     assert_eq!(keys_before, 9);
     assert_eq!(bytes_before as u64, p.table_bytes());
     assert_eq!(
-        store.metric("meshwall.ratelimit.table.bytes") as u64,
+        store.metric("meshwall.ratelimit.table_bytes") as u64,
         p.table_bytes()
     );
     for i in 0..5000 {
@@ -34,8 +34,8 @@ fn memory_is_bounded_by_the_table() {
     }
     assert_eq!(store.shared_key_count(), keys_before);
     assert_eq!(store.shared_bytes(), bytes_before);
-    let churn = store.metric("meshwall.ratelimit.table.evictions")
-        + store.metric("meshwall.ratelimit.table.reclaims");
+    let churn = store.metric("meshwall.ratelimit.table_evictions")
+        + store.metric("meshwall.ratelimit.table_reclaims");
     assert_eq!(
         churn,
         5000 - 32,
@@ -70,8 +70,8 @@ fn full_table_reclaims_refilled_buckets_first() {
     assert_eq!(status(&p, &store, &k("b")), 200); // b: 3/4, newer
     store.advance(Duration::from_millis(1000)); // a refilled to 1/4, b to 4/4 (full)
     assert_eq!(status(&p, &store, &k("c")), 200); // takes b's slot: nothing lost
-    assert_eq!(store.metric("meshwall.ratelimit.table.reclaims"), 1);
-    assert_eq!(store.metric("meshwall.ratelimit.table.evictions"), 0);
+    assert_eq!(store.metric("meshwall.ratelimit.table_reclaims"), 1);
+    assert_eq!(store.metric("meshwall.ratelimit.table_evictions"), 0);
     // a kept its state: 1 token.
     assert_eq!(count_ok(&p, &store, &k("a"), 3), 1);
 }
@@ -84,7 +84,7 @@ fn under_pressure_the_least_used_bucket_is_evicted_and_its_owner_starts_afresh()
     assert_eq!(count_ok(&p, &store, &k("mid"), 5), 5); // 5/10
     assert_eq!(count_ok(&p, &store, &k("light"), 1), 1); // 9/10
     assert_eq!(status(&p, &store, &k("new")), 200);
-    assert_eq!(store.metric("meshwall.ratelimit.table.evictions"), 1);
+    assert_eq!(store.metric("meshwall.ratelimit.table_evictions"), 1);
     // `light` was the victim: it comes back with a fresh bucket (and evicts `new`, 9/10, newer
     // than nobody else with that deficit).
     assert_eq!(count_ok(&p, &store, &k("light"), 12), 10);
@@ -108,7 +108,7 @@ fn cycling_keys_cannot_reset_a_depleted_bucket() {
         }
     }
     assert_eq!(status(&p, &store, &victim), 429);
-    assert!(store.metric("meshwall.ratelimit.table.evictions") >= 10_000 - 8);
+    assert!(store.metric("meshwall.ratelimit.table_evictions") >= 10_000 - 8);
 }
 
 #[test]
@@ -149,7 +149,7 @@ fn removed_rules_free_their_slots_and_kept_rules_keep_state_across_reconfigurati
     assert_eq!(status(&p2, &store, &req("GET", "/", "10.0.0.2", &[])), 200);
     assert_eq!(status(&p2, &store, &req("GET", "/", "10.0.0.3", &[])), 200);
     assert_eq!(
-        store.metric("meshwall.ratelimit.table.evictions"),
+        store.metric("meshwall.ratelimit.table_evictions"),
         1,
         "only the third key needed a victim"
     );
@@ -192,7 +192,7 @@ fn damaged_seed_fails_closed_and_is_counted() {
         .unwrap();
     let (st, _) = send(&p, &store, &req("GET", "/", "10.0.0.1", &[]));
     assert_eq!(st, 503);
-    assert_eq!(store.metric("meshwall.ratelimit.table.errors"), 1);
+    assert_eq!(store.metric("meshwall.ratelimit.table_errors"), 1);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Several workers on one table: exact counts, compare-and-swap retries, refunds.
 
 use super::*;
-use meshwall_core::MetricId;
+use meshwall_core::{MetricId, MetricKind};
 
 #[test]
 fn several_workers_share_buckets_exactly() {
@@ -27,8 +27,8 @@ fn several_workers_share_buckets_exactly() {
         }
     }
     assert_eq!(admitted, 100);
-    assert_eq!(store.metric("meshwall.ratelimit.rule.per-ip.allowed"), 100);
-    assert_eq!(store.metric("meshwall.ratelimit.rule.per-ip.limited"), 900);
+    assert_eq!(store.metric("meshwall.ratelimit.allowed.rule.per-ip"), 100);
+    assert_eq!(store.metric("meshwall.ratelimit.limited.rule.per-ip"), 900);
 }
 
 #[test]
@@ -50,10 +50,10 @@ fn cas_conflicts_are_retried_and_stay_exact() {
     // Requests 0..10 were admitted (and hit conflicts); rejections write nothing.
     let expected_retries: i64 = (0..10).map(|i| i64::from(i % 4)).sum();
     assert_eq!(
-        store.metric("meshwall.ratelimit.table.cas_retries"),
+        store.metric("meshwall.ratelimit.table_cas_retries"),
         expected_retries
     );
-    assert_eq!(store.metric("meshwall.ratelimit.table.cas_exhausted"), 0);
+    assert_eq!(store.metric("meshwall.ratelimit.table_cas_exhausted"), 0);
 }
 
 #[test]
@@ -70,9 +70,9 @@ fn exhausted_cas_retries_deny_by_default_and_charge_nothing() {
     };
     assert_eq!(reply.status, 503);
     assert_eq!(reply.header("retry-after"), Some("1"));
-    assert_eq!(store.metric("meshwall.ratelimit.table.cas_exhausted"), 1);
-    assert_eq!(store.metric("meshwall.ratelimit.table.cas_retries"), 3);
-    assert_eq!(store.metric("meshwall.ratelimit.rule.r.allowed"), 0);
+    assert_eq!(store.metric("meshwall.ratelimit.table_cas_exhausted"), 1);
+    assert_eq!(store.metric("meshwall.ratelimit.table_cas_retries"), 3);
+    assert_eq!(store.metric("meshwall.ratelimit.allowed.rule.r"), 0);
     assert_eq!(
         count_ok(&p, &store, &r, 5),
         2,
@@ -91,7 +91,7 @@ fn exhausted_cas_retries_can_be_set_to_allow_and_are_still_counted() {
     let r = req("GET", "/", "10.0.0.1", &[]);
     store.fail_next_cas(1);
     assert_eq!(status(&p, &store, &r), 200);
-    assert_eq!(store.metric("meshwall.ratelimit.table.cas_exhausted"), 1);
+    assert_eq!(store.metric("meshwall.ratelimit.table_cas_exhausted"), 1);
     assert_eq!(count_ok(&p, &store, &r, 3), 1);
 }
 
@@ -136,6 +136,17 @@ impl Host for RaceHost {
         t: Duration,
     ) -> Result<u32, HostError> {
         self.inner.http_call(c, h, b, t)
+    }
+    fn grpc_call(
+        &self,
+        c: &str,
+        s: &str,
+        m: &str,
+        md: &[(&str, &[u8])],
+        msg: &[u8],
+        t: Duration,
+    ) -> Result<u32, HostError> {
+        self.inner.grpc_call(c, s, m, md, msg, t)
     }
 }
 
@@ -190,7 +201,7 @@ fn rule_rejected_after_another_was_committed_gets_its_token_back() {
         panic!("b is empty after the race: must reject")
     };
     assert_eq!(reply.status, 429);
-    assert_eq!(store.metric("meshwall.ratelimit.table.cas_retries"), 1);
+    assert_eq!(store.metric("meshwall.ratelimit.table_cas_retries"), 1);
     // `a` lost exactly one token: the competing worker's. Ours was given back.
     let (_, h) = send(
         &p,
@@ -198,5 +209,5 @@ fn rule_rejected_after_another_was_committed_gets_its_token_back() {
         &req("GET", "/", "1.1.1.1", &[("x-group", &group)]),
     );
     assert_eq!(h.get("ratelimit"), Some(r#""a";r=3;t=3600"#));
-    assert_eq!(store.metric("meshwall.ratelimit.table.refunds_lost"), 0);
+    assert_eq!(store.metric("meshwall.ratelimit.table_refunds_lost"), 0);
 }

@@ -146,8 +146,14 @@ fn routing_statuses() {
     };
     assert_eq!(r.header("allow"), Some("GET, DELETE, HEAD"));
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
-    assert_eq!(h.metric("meshwall.validate.rejected_404"), 3);
-    assert_eq!(h.metric("meshwall.validate.rejected_405"), 3);
+    assert_eq!(
+        h.metric("meshwall.validate.rejected.status.404.reason.unknown_path"),
+        3
+    );
+    assert_eq!(
+        h.metric("meshwall.validate.rejected.status.405.reason.method_not_allowed"),
+        3
+    );
 }
 
 #[test]
@@ -162,7 +168,10 @@ fn unknown_path_and_method_policies() {
         200
     );
     assert_eq!(h.metric("meshwall.validate.report_only"), 1);
-    assert_eq!(h.metric("meshwall.validate.rejected_404"), 0);
+    assert_eq!(
+        h.metric("meshwall.validate.rejected.status.404.reason.unknown_path"),
+        0
+    );
     let (p, h) = policy_with(json!({"base_path": "/api"}));
     assert_eq!(
         status(&run(&p, &h, &req("GET", "/api/pets/1", &[], false), None)),
@@ -244,7 +253,10 @@ fn parameters() {
             "additionalProperties".into()
         )]
     );
-    assert_eq!(h2.metric("meshwall.validate.rejected_400_param"), 1);
+    assert_eq!(
+        h2.metric("meshwall.validate.rejected.status.400.reason.invalid_param"),
+        1
+    );
 }
 
 #[test]
@@ -333,9 +345,18 @@ fn bodies() {
         &h,
     );
     assert_eq!(status(&a), 413);
-    assert_eq!(h.metric("meshwall.validate.rejected_413"), 2);
-    assert_eq!(h.metric("meshwall.validate.rejected_415"), 3);
-    assert_eq!(h.metric("meshwall.validate.rejected_400_body"), 7);
+    assert_eq!(
+        h.metric("meshwall.validate.rejected.status.413.reason.body_too_large"),
+        2
+    );
+    assert_eq!(
+        h.metric("meshwall.validate.rejected.status.415.reason.unsupported_media_type"),
+        3
+    );
+    assert_eq!(
+        h.metric("meshwall.validate.rejected.status.400.reason.invalid_body"),
+        7
+    );
     assert_eq!(h.metric("meshwall.validate.validated"), 4);
 }
 
@@ -414,7 +435,10 @@ fn report_only_lets_everything_through() {
     );
     assert_eq!(h.metric("meshwall.validate.report_only"), 3);
     assert_eq!(h.metric("meshwall.validate.validated"), 1);
-    assert_eq!(h.metric("meshwall.validate.rejected_404"), 0);
+    assert_eq!(
+        h.metric("meshwall.validate.rejected.status.404.reason.unknown_path"),
+        0
+    );
 }
 
 #[test]
@@ -561,3 +585,4 @@ fn equivalent_templates_with_disjoint_methods_route_by_method() {
 }
 
 mod canon;
+mod metrics;

@@ -108,7 +108,10 @@ fn routes_on_the_canonical_path() {
     ] {
         assert_eq!(get(&p, &h, path, &[]), want, "{path}");
     }
-    assert_eq!(h.metric("meshwall.validate.ambiguous.path_params"), 1);
+    assert_eq!(
+        h.metric("meshwall.validate.ambiguous.reason.path_params"),
+        1
+    );
     assert_eq!(
         verdict(&run(
             &p,
@@ -194,7 +197,7 @@ fn query_forms_backends_read_differently_are_refused() {
             "{query}"
         );
     }
-    assert!(h.metric("meshwall.validate.ambiguous.repeated_param") > 20);
+    assert!(h.metric("meshwall.validate.ambiguous.reason.repeated_param") > 20);
     // The refusal names the parameter from the spec, never the request's spelling.
     let a = run(
         &p,
@@ -249,7 +252,10 @@ fn ambiguity_in_report_only_mode_is_reported() {
     assert_eq!(get(&p, &h, "/api/items?limit[]=500", &[]), "ok");
     assert_eq!(get(&p, &h, "/api/items;x", &[]), "ok");
     assert_eq!(h.metric("meshwall.validate.report_only"), 2);
-    assert_eq!(h.metric("meshwall.validate.ambiguous.repeated_param"), 0);
+    assert_eq!(
+        h.metric("meshwall.validate.ambiguous.reason.repeated_param"),
+        0
+    );
 }
 
 /// Runs a request with a body through both phases (`cl`: send a Content-Length).

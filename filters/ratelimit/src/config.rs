@@ -287,52 +287,11 @@ pub const MAX_TOTAL_SLOTS: u64 = 1 << 20;
 pub const MIN_FILL_INTERVAL_MS: u64 = 50;
 pub const MAX_FILL_INTERVAL_MS: u64 = 86_400_000;
 
-/// Parses a duration: a decimal number followed by `ms`, `s`, `m` or `h` (`"60s"`, `"0.5s"`,
-/// `"500ms"`). Returns whole milliseconds; fractions of a millisecond are refused.
+/// A duration in the one syntax of every policy (`meshwall_core::parse_duration`: `"60s"`,
+/// `"0.5s"`, `"500ms"`; whole milliseconds, fractions refused), in milliseconds.
 pub fn parse_duration_ms(field: &str, s: &str) -> Result<u64, ConfigError> {
-    let bad = || {
-        ConfigError::new(
-            field,
-            format!("`{s}` is not a duration like \"60s\", \"0.5s\" or \"500ms\""),
-        )
-    };
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(bad)?;
-    let (num, unit) = (
-        s.get(..split).ok_or_else(bad)?,
-        s.get(split..).ok_or_else(bad)?,
-    );
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(bad()),
-    };
-    let (int, frac) = match num.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (num, ""),
-    };
-    if int.is_empty() || (num.contains('.') && frac.is_empty()) || frac.len() > 9 {
-        return Err(bad());
-    }
-    let int: u64 = int.parse().map_err(|_| bad())?;
-    let mut ms = int.checked_mul(unit_ms).ok_or_else(bad)?;
-    if !frac.is_empty() {
-        // frac / 10^len × unit_ms must be a whole number of milliseconds.
-        let f: u64 = frac.parse().map_err(|_| bad())?;
-        let scale = 10u64.pow(u32::try_from(frac.len()).map_err(|_| bad())?);
-        let num = f.checked_mul(unit_ms).ok_or_else(bad)?;
-        if num % scale != 0 {
-            return Err(ConfigError::new(
-                field,
-                format!("`{s}` is not a whole number of milliseconds"),
-            ));
-        }
-        ms = ms.checked_add(num / scale).ok_or_else(bad)?;
-    }
-    Ok(ms)
+    let d = meshwall_core::parse_duration(field, s)?;
+    u64::try_from(d.as_millis()).map_err(|_| ConfigError::new(field, "duration too long"))
 }
 
 /// Rule and table names: used in metric names, shared-data keys and header strings.

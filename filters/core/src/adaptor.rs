@@ -20,7 +20,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Installs the root context for policy `P`. Called from [`crate::export_policy!`].
 pub fn start<P: Policy>() {
-    proxy_wasm::set_log_level(LogLevel::Info);
+    // Everything goes to the host, which logs what its own level (`--component-log-level
+    // wasm:debug`, the admin `/logging` endpoint) asks for: Envoy decides, not the module.
+    proxy_wasm::set_log_level(LogLevel::Trace);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
         Box::new(Root::<P> { policy: None })
     });
@@ -212,7 +214,13 @@ impl<P: Policy> RootContext for Root<P> {
         match built {
             Ok(policy) => {
                 if let Some(period) = policy.tick_period() {
-                    let _ = hostcalls::set_tick_period(period);
+                    if let Err(e) = hostcalls::set_tick_period(period) {
+                        // Without ticks, background work (remote JWKS refresh) never runs.
+                        log::error!(
+                            "meshwall.{}: set_tick_period({period:?}) failed: {e:?}",
+                            P::NAME
+                        );
+                    }
                 }
                 self.policy = Some(Rc::new(policy));
                 true

@@ -14,7 +14,9 @@
 //!   `api_key[a]` for qs, Rails and PHP; a `;`-separated pair for Rack 2 and old Python; an escaped
 //!   cookie name for PHP).
 
-use meshwall_core::http::{cookie_pairs, form_decode, query_pairs};
+use meshwall_core::http::{
+    cookie_pairs, form_decode, lenient_name, other_spelling, query_pairs, strip_prefix_ci,
+};
 use meshwall_core::{Ambiguity, HeaderOp, Request};
 
 /// One place a key may be found.
@@ -45,41 +47,10 @@ pub enum Refused {
     Ambiguous(Ambiguity),
 }
 
-fn strip_prefix_ci<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = value.get(..prefix.len())?;
-    if head.eq_ignore_ascii_case(prefix) {
-        value.get(prefix.len()..)
-    } else {
-        None
-    }
-}
-
 /// Whether a (trimmed) header value part carries the prefix, or is the prefix alone
 /// (`ApiKey` with nothing after it).
 fn has_prefix(part: &str, prefix: &str) -> bool {
     strip_prefix_ci(part, prefix).is_some() || part.eq_ignore_ascii_case(prefix.trim_end())
-}
-
-/// A parameter or cookie name as the most lenient framework reads it: lower case, `.` and
-/// space as `_` (PHP), without a bracket suffix (`a[]`, `a[0]`, `a[b][c]` are `a` for qs,
-/// Rails and PHP; an unclosed `[` is `_` in PHP).
-fn lenient_name(name: &str) -> String {
-    let base = match name.find('[') {
-        Some(i) if name.get(i..).is_some_and(|rest| rest.contains(']')) => name.get(..i),
-        _ => Some(name),
-    };
-    base.unwrap_or(name)
-        .chars()
-        .map(|c| match c {
-            '.' | ' ' | '[' => '_',
-            other => other.to_ascii_lowercase(),
-        })
-        .collect()
-}
-
-/// Whether `found` is not exactly `wanted` but some backend reads it as `wanted`.
-fn other_spelling(found: &str, wanted: &str) -> bool {
-    found != wanted && lenient_name(found) == lenient_name(wanted)
 }
 
 fn name_of(pair: &str) -> String {

@@ -266,6 +266,39 @@ pub fn cookie_pairs(headers: &Headers) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// `value` without `prefix`, compared without regard to ASCII case (`Bearer ` matches `bearer `).
+pub fn strip_prefix_ci<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = value.get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix) {
+        value.get(prefix.len()..)
+    } else {
+        None
+    }
+}
+
+/// A parameter or cookie name as the most lenient framework reads it: lower case, `.` and
+/// space as `_` (PHP), without a bracket suffix (`a[]`, `a[0]`, `a[b][c]` are `a` for qs,
+/// Rails and PHP; an unclosed `[` is `_` in PHP).
+pub fn lenient_name(name: &str) -> String {
+    let base = match name.find('[') {
+        Some(i) if name.get(i..).is_some_and(|rest| rest.contains(']')) => name.get(..i),
+        _ => Some(name),
+    };
+    base.unwrap_or(name)
+        .chars()
+        .map(|c| match c {
+            '.' | ' ' | '[' => '_',
+            other => other.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Whether the parameter or cookie name `found` is not exactly `wanted` but some backend reads
+/// it as `wanted` ([`lenient_name`]).
+pub fn other_spelling(found: &str, wanted: &str) -> bool {
+    found != wanted && lenient_name(found) == lenient_name(wanted)
+}
+
 /// The one value of cookie `name`; a cookie given twice is ambiguous (Django and Rack read
 /// the last, most others the first).
 pub fn single_cookie<'a>(

@@ -14,7 +14,10 @@
 //! The same token in two places is one token; two different tokens are refused as invalid.
 
 use crate::token::Failure;
-use meshwall_core::http::{cookie_pairs, form_decode, query_pairs, single_cookie};
+use meshwall_core::http::{
+    cookie_pairs, form_decode, lenient_name, other_spelling, query_pairs, single_cookie,
+    strip_prefix_ci,
+};
 use meshwall_core::{Ambiguity, HeaderOp, Request};
 
 /// One place a token may be found.
@@ -50,37 +53,6 @@ impl From<Failure> for Refused {
     fn from(f: Failure) -> Self {
         Refused::Invalid(f)
     }
-}
-
-fn strip_prefix_ci<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = value.get(..prefix.len())?;
-    if head.eq_ignore_ascii_case(prefix) {
-        value.get(prefix.len()..)
-    } else {
-        None
-    }
-}
-
-/// A parameter or cookie name as the most lenient framework reads it: lower case, `.` and
-/// space as `_` (PHP), without a bracket suffix (`a[]`, `a[0]`, `a[b][c]` are `a` for qs,
-/// Rails and PHP; an unclosed `[` is `_` in PHP).
-fn lenient_name(name: &str) -> String {
-    let base = match name.find('[') {
-        Some(i) if name.get(i..).is_some_and(|rest| rest.contains(']')) => name.get(..i),
-        _ => Some(name),
-    };
-    base.unwrap_or(name)
-        .chars()
-        .map(|c| match c {
-            '.' | ' ' | '[' => '_',
-            other => other.to_ascii_lowercase(),
-        })
-        .collect()
-}
-
-/// Whether `found` is not exactly `wanted` but some backend reads it as `wanted`.
-fn other_spelling(found: &str, wanted: &str) -> bool {
-    found != wanted && lenient_name(found) == lenient_name(wanted)
 }
 
 /// Finds the token. Several different tokens (in one source or across sources) are refused;

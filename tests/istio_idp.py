@@ -1,6 +1,6 @@
 """A stand-in for an external identity provider as the gateway reaches it in a mesh: an HTTPS JWKS
 endpoint behind the cluster istiod builds for a ServiceEntry + DestinationRule (TLS originated by
-the gateway, see istio/README.md), for tests/test_istio.py.
+the gateway, see istio/README.md), for tests/test_istio_envoy.py.
 
 The server has a certificate for its host name from a CA made for the test (nothing is written
 outside a temporary directory), records the SNI and the requests it gets, and serves the JWKS of a

@@ -4,10 +4,10 @@
 //! (`rules[1].allow[3]`).
 
 use crate::cidr::Cidr;
-use crate::config::{AccessConfig, RouteMatch, RuleConfig, MAX_TRUSTED_HOPS};
+use crate::config::{AccessConfig, RuleConfig, MAX_TRUSTED_HOPS};
 use crate::ipset::IpSet;
 use meshwall_core::metrics::{Counter, Counters, Label, Registry};
-use meshwall_core::{CanonConfig, ConfigError, Host, MethodSet, PathMatch};
+use meshwall_core::{CanonConfig, ConfigError, Host, RouteMatch};
 
 /// Which addresses an `allow` list lets through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +28,7 @@ impl Allow {
 
 /// A rule, ready to be matched.
 pub(crate) struct Rule {
-    pub(crate) path: PathMatch,
-    pub(crate) methods: MethodSet,
+    pub(crate) route: RouteMatch,
     /// `None`: the global `allow` applies.
     pub(crate) allow: Option<Allow>,
     pub(crate) deny: IpSet,
@@ -59,25 +58,10 @@ fn allow_list(field: &str, list: &[String]) -> Result<Allow, ConfigError> {
     Ok(Allow::Only(cidr_list(field, list)?))
 }
 
-fn route(field: &str, m: &RouteMatch, canon: &CanonConfig) -> Result<PathMatch, ConfigError> {
-    match (&m.path, &m.prefix, &m.safe_regex) {
-        (Some(p), None, None) => PathMatch::exact(&format!("{field}.path"), p, canon),
-        (None, Some(p), None) => PathMatch::prefix(&format!("{field}.prefix"), p, canon),
-        (None, None, Some(r)) => {
-            PathMatch::regex(&format!("{field}.safe_regex.regex"), &r.regex, canon)
-        }
-        _ => Err(ConfigError::new(
-            field,
-            "give exactly one of `path`, `prefix`, `safe_regex`",
-        )),
-    }
-}
-
 fn rule(i: usize, rc: &RuleConfig, canon: &CanonConfig) -> Result<Rule, ConfigError> {
     let f = |x: &str| format!("rules[{i}].{x}");
     Ok(Rule {
-        path: route(&f("match"), &rc.route, canon)?,
-        methods: MethodSet::parse(&f("match.methods"), &rc.route.methods)?,
+        route: rc.route.compile(&f("match"), canon)?,
         allow: match &rc.allow {
             Some(list) => Some(allow_list(&f("allow"), list)?),
             None => None,

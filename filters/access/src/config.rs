@@ -5,7 +5,7 @@
 //! `path`, `prefix` or `safe_regex.regex`, plus `methods`); `client_ip.xff_num_trusted_hops`
 //! is the `ratelimit` filter's.
 
-use meshwall_core::CanonConfig;
+use meshwall_core::{CanonConfig, RouteMatchConfig};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -32,7 +32,7 @@ pub struct AccessConfig {
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     #[serde(rename = "match")]
-    pub route: RouteMatch,
+    pub route: RouteMatchConfig,
     /// Absent: the global `allow` applies on this route. Given: it replaces the global `allow`
     /// here (an empty list: any address not denied).
     #[serde(default)]
@@ -40,29 +40,6 @@ pub struct RuleConfig {
     /// Denied on this route, besides the global `deny`.
     #[serde(default)]
     pub deny: Vec<String>,
-}
-
-/// Which requests a rule applies to, on the canonical request view: exactly one of `path`,
-/// `prefix`, `safe_regex`, and optionally methods.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteMatch {
-    #[serde(default)]
-    pub path: Option<String>,
-    #[serde(default)]
-    pub prefix: Option<String>,
-    #[serde(default)]
-    pub safe_regex: Option<SafeRegex>,
-    /// HTTP methods (any when empty), compared without regard to case.
-    #[serde(default)]
-    pub methods: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SafeRegex {
-    /// Matched against the whole canonical path (without query).
-    pub regex: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

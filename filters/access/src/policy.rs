@@ -78,14 +78,14 @@ impl AccessPolicy {
         }
         let mut path: Option<String> = None;
         for rule in &self.cfg.rules {
-            if !rule.methods.matches(&req.method, &self.canon) {
+            if !rule.route.matches_method(&req.method, &self.canon) {
                 continue;
             }
             let p = match &path {
                 Some(p) => p,
                 None => path.insert(canonical_path(&req.path, &self.canon)?),
             };
-            if !rule.path.matches(p, &self.canon) {
+            if !rule.route.path.matches(p, &self.canon) {
                 continue;
             }
             if rule.deny.contains(ip) {

@@ -3,13 +3,13 @@
 //! output headers. Everything is checked once, when the configuration loads; every error names
 //! its field and never repeats a key.
 
-use crate::config::{ApiKeyConfig, RouteMatch, DEFAULT_HEADER};
+use crate::config::{ApiKeyConfig, DEFAULT_HEADER};
 use crate::keys::{parse_key, Digest, KeyIndex};
 use crate::sources::Source;
 use meshwall_core::canon::same_header;
 use meshwall_core::config::{is_tchar, writable_header_name, FRAMING_HEADERS};
 use meshwall_core::metrics::{Counter, Counters, Label, Registry};
-use meshwall_core::{CanonConfig, ConfigError, Host, MethodSet, PathMatch};
+use meshwall_core::{CanonConfig, ConfigError, Host, RouteMatch};
 use std::collections::HashMap;
 
 /// Headers that can be neither a key source nor an output header, besides the framing ones.
@@ -40,15 +40,14 @@ pub(crate) struct Need {
 }
 
 pub(crate) struct Rule {
-    pub(crate) path: PathMatch,
-    pub(crate) methods: MethodSet,
+    pub(crate) route: RouteMatch,
     pub(crate) need: Need,
 }
 
 impl Rule {
     /// Whether the rule applies to this method and canonical path.
     pub(crate) fn matches(&self, method: &str, path: &str, cfg: &CanonConfig) -> bool {
-        self.methods.matches(method, cfg) && self.path.matches(path, cfg)
+        self.route.matches(method, path, cfg)
     }
 }
 
@@ -316,20 +315,6 @@ fn build_need(
     })
 }
 
-fn build_route(field: &str, m: &RouteMatch, canon: &CanonConfig) -> Result<PathMatch, ConfigError> {
-    match (&m.path, &m.prefix, &m.safe_regex) {
-        (Some(p), None, None) => PathMatch::exact(&format!("{field}.path"), p, canon),
-        (None, Some(p), None) => PathMatch::prefix(&format!("{field}.prefix"), p, canon),
-        (None, None, Some(r)) => {
-            PathMatch::regex(&format!("{field}.safe_regex.regex"), &r.regex, canon)
-        }
-        _ => Err(ConfigError::new(
-            field,
-            "give exactly one of `path`, `prefix`, `safe_regex`",
-        )),
-    }
-}
-
 fn build_output_headers(
     cfg: &ApiKeyConfig,
     sources: &[Source],
@@ -384,8 +369,7 @@ pub(crate) fn compile(cfg: &ApiKeyConfig) -> Result<Compiled, ConfigError> {
     let mut rules = Vec::with_capacity(cfg.rules.len());
     for (i, r) in cfg.rules.iter().enumerate() {
         let field = format!("rules[{i}]");
-        let path = build_route(&format!("{field}.match"), &r.route, &cfg.canonical)?;
-        let methods = MethodSet::parse(&format!("{field}.match.methods"), &r.route.methods)?;
+        let route = r.route.compile(&format!("{field}.match"), &cfg.canonical)?;
         let need = build_need(
             &format!("{field}."),
             r.requires,
@@ -393,11 +377,7 @@ pub(crate) fn compile(cfg: &ApiKeyConfig) -> Result<Compiled, ConfigError> {
             &r.groups,
             &mut groups,
         )?;
-        rules.push(Rule {
-            path,
-            methods,
-            need,
-        });
+        rules.push(Rule { route, need });
     }
     let d = &cfg.default_rule;
     let default_need = build_need(

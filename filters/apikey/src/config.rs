@@ -6,7 +6,7 @@
 //! follow Kong (`consumers [{name, keys, groups}]`, `acl` groups) and Apigee (one key per app
 //! or several, verified at the gateway, the app's name passed on).
 
-use meshwall_core::CanonConfig;
+use meshwall_core::{CanonConfig, RouteMatchConfig};
 use serde::Deserialize;
 
 pub const DEFAULT_HEADER: &str = "x-api-key";
@@ -94,7 +94,7 @@ pub struct FromHeader {
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     #[serde(rename = "match")]
-    pub route: RouteMatch,
+    pub route: RouteMatchConfig,
     /// A valid key is needed (`false`: the key is not looked at).
     #[serde(default = "default_true")]
     pub requires: bool,
@@ -126,29 +126,6 @@ impl Default for DefaultRule {
             groups: Vec::new(),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteMatch {
-    /// Exact canonical path (without the query string).
-    #[serde(default)]
-    pub path: Option<String>,
-    /// Canonical path prefix.
-    #[serde(default)]
-    pub prefix: Option<String>,
-    /// Regular expression that must match the whole canonical path.
-    #[serde(default)]
-    pub safe_regex: Option<SafeRegex>,
-    /// HTTP methods (any when empty), compared without regard to case; `HEAD` counts as `GET`.
-    #[serde(default)]
-    pub methods: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SafeRegex {
-    pub regex: String,
 }
 
 #[cfg(test)]

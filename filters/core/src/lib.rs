@@ -33,7 +33,7 @@ pub use host::{
     CalloutResponse, GrpcResponse, Host, HostError, MemHost, MetricId, MetricKind, RecordedGrpcCall,
 };
 pub use http::{HeaderOp, Headers, Request, Response};
-pub use matching::{MethodSet, PathMatch};
+pub use matching::{MethodSet, PathMatch, RouteMatch, RouteMatchConfig};
 pub use policy::Policy;
 
 /// Exports a proxy-wasm module that runs policy `$policy`. Put it in the filter crate's

@@ -5,6 +5,7 @@
 use crate::canon::{canonical_path, CanonConfig};
 use crate::config::{is_tchar, ConfigError};
 use regex_lite::{Regex, RegexBuilder};
+use serde::Deserialize;
 
 /// Compiles a route regex anchored to the whole path, with bounded size and nesting (a
 /// configuration cannot make matching slow or the VM large).
@@ -85,6 +86,74 @@ impl PathMatch {
             }
             PathMatch::Regex(re) => re.is_match(path) || toggled().is_some_and(|t| re.is_match(&t)),
         }
+    }
+}
+
+/// Which requests a rule applies to, as the configuration gives it (`match` in jwt, apikey and
+/// access rules): exactly one of `path`, `prefix`, `safe_regex`, and optionally `methods`, all
+/// compared on the canonical request view. [`RouteMatchConfig::compile`] checks it once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatchConfig {
+    /// Exact canonical path (without the query string).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Canonical path prefix.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Regular expression that must match the whole canonical path (bounded size).
+    #[serde(default)]
+    pub safe_regex: Option<SafeRegexConfig>,
+    /// HTTP methods (any when empty), compared without regard to case.
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+/// Envoy's `safe_regex` shape: `{"regex": "..."}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafeRegexConfig {
+    pub regex: String,
+}
+
+impl RouteMatchConfig {
+    /// The compiled match; `field` is the `match` object's own name (`rules[2].match`), errors
+    /// name the field inside it.
+    pub fn compile(&self, field: &str, canon: &CanonConfig) -> Result<RouteMatch, ConfigError> {
+        let path = match (&self.path, &self.prefix, &self.safe_regex) {
+            (Some(p), None, None) => PathMatch::exact(&format!("{field}.path"), p, canon)?,
+            (None, Some(p), None) => PathMatch::prefix(&format!("{field}.prefix"), p, canon)?,
+            (None, None, Some(r)) => {
+                PathMatch::regex(&format!("{field}.safe_regex.regex"), &r.regex, canon)?
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    field,
+                    "give exactly one of `path`, `prefix`, `safe_regex`",
+                ))
+            }
+        };
+        let methods = MethodSet::parse(&format!("{field}.methods"), &self.methods)?;
+        Ok(RouteMatch { path, methods })
+    }
+}
+
+/// A compiled [`RouteMatchConfig`].
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    pub methods: MethodSet,
+}
+
+impl RouteMatch {
+    /// Whether a request with this method applies (cheap: check it before canonicalising).
+    pub fn matches_method(&self, method: &str, canon: &CanonConfig) -> bool {
+        self.methods.matches(method, canon)
+    }
+
+    /// Whether the method and the canonical path both match.
+    pub fn matches(&self, method: &str, canonical_path: &str, canon: &CanonConfig) -> bool {
+        self.methods.matches(method, canon) && self.path.matches(canonical_path, canon)
     }
 }
 
@@ -217,5 +286,43 @@ mod tests {
         assert!(MethodSet::default().matches("ANYTHING", &cfg()));
         let e = MethodSet::parse("m", &["GET".into(), "BAD METHOD".into()]).unwrap_err();
         assert_eq!(e.field, "m[1]");
+    }
+
+    fn route(json: &str) -> Result<RouteMatch, ConfigError> {
+        let c: RouteMatchConfig = crate::parse_config(json.as_bytes()).unwrap();
+        c.compile("rules[3].match", &cfg())
+    }
+
+    #[test]
+    fn a_route_match_is_exactly_one_path_form_and_names_its_fields() {
+        let m = route(r#"{"prefix":"/admin/","methods":["post"]}"#).unwrap();
+        assert!(m.matches("POST", "/admin/x", &cfg()));
+        assert!(!m.matches("GET", "/admin/x", &cfg()));
+        assert!(!m.matches("POST", "/public/x", &cfg()));
+        assert!(m.matches_method("post", &cfg()));
+        let m = route(r#"{"safe_regex":{"regex":"/v[0-9]+/pets"}}"#).unwrap();
+        assert!(m.matches("DELETE", "/v2/pets", &cfg()));
+        assert!(
+            !m.matches("GET", "/v2/pets/1", &cfg()),
+            "anchored to the whole path"
+        );
+        for (json, field) in [
+            (r#"{}"#, "rules[3].match"),
+            (r#"{"path":"/a","prefix":"/b"}"#, "rules[3].match"),
+            (r#"{"path":"a"}"#, "rules[3].match.path"),
+            (r#"{"prefix":"/a/%2e%2e/b"}"#, "rules[3].match.prefix"),
+            (
+                r#"{"safe_regex":{"regex":"(unclosed"}}"#,
+                "rules[3].match.safe_regex.regex",
+            ),
+            (
+                r#"{"path":"/a","methods":["GET","NO SPACE"]}"#,
+                "rules[3].match.methods[1]",
+            ),
+        ] {
+            assert_eq!(route(json).unwrap_err().field, field, "{json}");
+        }
+        let unknown = crate::parse_config::<RouteMatchConfig>(br#"{"paths":"/a"}"#).unwrap_err();
+        assert!(unknown.to_string().contains("paths"), "{unknown}");
     }
 }

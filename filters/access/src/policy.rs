@@ -77,8 +77,14 @@ impl AccessPolicy {
             return Ok(Verdict::Deny(DenyReason::DenyList));
         }
         let mut path: Option<String> = None;
+        // Read only when a rule needs it (without rules the verdict depends on neither).
+        let mut method = None;
         for rule in &self.cfg.rules {
-            if !rule.route.matches_method(&req.method, &self.canon) {
+            let m = match &method {
+                Some(m) => m,
+                None => method.insert(meshwall_core::effective_method(req, &self.canon)?),
+            };
+            if !rule.route.matches_method(m, &self.canon) {
                 continue;
             }
             let p = match &path {

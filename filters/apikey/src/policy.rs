@@ -159,6 +159,10 @@ impl ApiKeyPolicy {
             Ok(p) => p,
             Err(a) => return self.refusals.refuse(&a, host),
         };
+        let method = match meshwall_core::effective_method(req, &self.canon) {
+            Ok(m) => m,
+            Err(a) => return self.refusals.refuse(&a, host),
+        };
         let mut ops = Self::strip_ops(&req.headers, &self.output_headers);
         if self.bypass_cors_preflight && Self::is_cors_preflight(req) {
             self.count(self.metrics.anonymous, host);
@@ -167,7 +171,7 @@ impl ApiKeyPolicy {
         let need = self
             .rules
             .iter()
-            .find(|r| r.matches(&req.method, &path, &self.canon))
+            .find(|r| r.matches(&method, &path, &self.canon))
             .map_or(&self.default_need, |r| &r.need);
         if !need.requires {
             self.count(self.metrics.anonymous, host);

@@ -19,8 +19,15 @@
 //! 5. a dot segment written with an escape (`%2e%2e`, `.%2E`) is refused, and so is `..` right
 //!    after an empty segment (`/a//../b`: merging slashes first or not gives two paths); literal
 //!    `.` and `..` are resolved (RFC 3986 §5.2.4), never above the root;
-//! 6. empty segments are merged (`//a` is `/a`), the trailing slash is kept (matching decides
+//! 6. a segment ending in `.` or a space (`/admin./x`, `/admin%20/x`: IIS strips them) is
+//!    refused unless `allow_trailing_dots`; so are percent-encoded overlong UTF-8 forms
+//!    (`%C0%AE`);
+//! 7. empty segments are merged (`//a` is `/a`), the trailing slash is kept (matching decides
 //!    whether it counts), and with `case_insensitive_paths` the path is lower-cased.
+//!
+//! The method ([`crate::http::effective_method`]): a method override (`X-HTTP-Method-Override`
+//! and its variants in any spelling, `_method` in the query of a POST) naming another method is
+//! refused, or with `allow_method_override` is the method matched on.
 
 use serde::Deserialize;
 
@@ -51,6 +58,16 @@ pub enum Ambiguity {
     /// `..` right after an empty segment (`/admin//../public`): servers that merge slashes
     /// first (Tomcat) resolve it to `/public`, RFC 3986 and Envoy to `/admin/public`.
     DotSegmentAfterEmpty,
+    /// A segment ending in `.` or a space (`/admin./x`, `/admin%20/x`, `/...`): IIS and
+    /// ASP.NET on Windows strip them (`/admin/x`), other servers do not.
+    SegmentTrailingDot,
+    /// A percent-encoded overlong UTF-8 form (`%C0%AE` for `.`, `%C0%AF` for `/`,
+    /// `%E0%80%AE`): old decoders read them as the ASCII character, UTF-8 says they are invalid.
+    OverlongUtf8,
+    /// `X-HTTP-Method-Override`, `X-HTTP-Method` or `X-Method-Override` (any spelling), or a
+    /// `_method` query parameter on a POST, naming another method: Express, Rails, Laravel and
+    /// Symfony run that method's handler, while the policy would match the request's own.
+    MethodOverride(String),
     /// A header given in two spellings that backends fold together (`x_user_id` beside
     /// `x-user-id`), or in a spelling other than the configured one.
     HeaderSpelling(String),
@@ -78,6 +95,9 @@ impl Ambiguity {
             Ambiguity::DotSegmentParams => "path_dot_segment_params",
             Ambiguity::EncodedDotSegment => "path_encoded_dot_segment",
             Ambiguity::DotSegmentAfterEmpty => "path_dot_segment_after_empty",
+            Ambiguity::SegmentTrailingDot => "path_segment_trailing_dot",
+            Ambiguity::OverlongUtf8 => "path_overlong_utf8",
+            Ambiguity::MethodOverride(_) => "method_override",
             Ambiguity::HeaderSpelling(_) => "header_spelling",
             Ambiguity::RepeatedHeader(_) => "repeated_header",
             Ambiguity::RepeatedCookie(_) => "repeated_cookie",
@@ -98,6 +118,9 @@ impl Ambiguity {
         "path_dot_segment_params",
         "path_encoded_dot_segment",
         "path_dot_segment_after_empty",
+        "path_segment_trailing_dot",
+        "path_overlong_utf8",
+        "method_override",
         "header_spelling",
         "repeated_header",
         "repeated_cookie",
@@ -131,6 +154,15 @@ impl Ambiguity {
             }
             Ambiguity::DotSegmentAfterEmpty => {
                 "the request path has a '..' segment after an empty segment".into()
+            }
+            Ambiguity::SegmentTrailingDot => {
+                "the request path has a segment ending in '.' or a space".into()
+            }
+            Ambiguity::OverlongUtf8 => {
+                "the request path has a percent-encoded overlong UTF-8 sequence".into()
+            }
+            Ambiguity::MethodOverride(n) => {
+                format!("'{n}' names another method than the request's")
             }
             Ambiguity::HeaderSpelling(n) => {
                 format!("header '{n}' is given in another spelling ('_' for '-')")
@@ -194,6 +226,11 @@ pub struct CanonConfig {
     pub case_insensitive_paths: bool,
     /// A rule naming `GET` also applies to `HEAD` (servers answer HEAD with the GET handler).
     pub head_matches_get: bool,
+    /// Accept segments ending in `.` or a space (kept as they are) instead of refusing them.
+    pub allow_trailing_dots: bool,
+    /// Accept a method override (`X-HTTP-Method-Override` and its variants, `_method` on a
+    /// POST) and match on the method it names, as the backend will, instead of refusing it.
+    pub allow_method_override: bool,
 }
 
 impl Default for CanonConfig {
@@ -205,6 +242,8 @@ impl Default for CanonConfig {
             trailing_slash_insensitive: true,
             case_insensitive_paths: false,
             head_matches_get: true,
+            allow_trailing_dots: false,
+            allow_method_override: false,
         }
     }
 }
@@ -241,8 +280,12 @@ fn finish_segment(
     seg: Segment,
     out: &mut Vec<String>,
     after_empty: bool,
+    cfg: &CanonConfig,
 ) -> Result<bool, Ambiguity> {
     let dot = seg.text == "." || seg.text == "..";
+    if !dot && !cfg.allow_trailing_dots && (seg.text.ends_with('.') || seg.text.ends_with("%20")) {
+        return Err(Ambiguity::SegmentTrailingDot);
+    }
     if dot && seg.params {
         return Err(Ambiguity::DotSegmentParams);
     }
@@ -291,7 +334,7 @@ pub fn canonical_path(raw: &str, cfg: &CanonConfig) -> Result<String, Ambiguity>
             b'/' => {
                 let s = std::mem::take(&mut seg);
                 let empty = s.text.is_empty() && !s.params;
-                finish_segment(s, &mut out, last_empty)?;
+                finish_segment(s, &mut out, last_empty, cfg)?;
                 last_empty = empty;
                 trailing = true;
                 i += 1;
@@ -383,7 +426,7 @@ pub fn canonical_path(raw: &str, cfg: &CanonConfig) -> Result<String, Ambiguity>
     }
     if !seg.text.is_empty() || seg.params {
         let empty = seg.text.is_empty();
-        trailing = finish_segment(seg, &mut out, last_empty)? || empty;
+        trailing = finish_segment(seg, &mut out, last_empty, cfg)? || empty;
     }
     let mut canon = String::with_capacity(path.len());
     for s in &out {
@@ -398,10 +441,32 @@ pub fn canonical_path(raw: &str, cfg: &CanonConfig) -> Result<String, Ambiguity>
     if has_double_encoding(&canon) {
         return Err(Ambiguity::DoubleEncoding);
     }
+    if has_overlong_utf8(&canon) {
+        return Err(Ambiguity::OverlongUtf8);
+    }
     if cfg.case_insensitive_paths {
         canon.make_ascii_lowercase();
     }
     Ok(canon)
+}
+
+/// An escaped byte sequence that starts an overlong UTF-8 form: `%C0`/`%C1` (two bytes),
+/// `%E0` + `%80`–`%9F` (three), `%F0` + `%80`–`%8F` (four). The canonical text keeps escapes
+/// of non-ASCII bytes with upper-case hex.
+fn has_overlong_utf8(s: &str) -> bool {
+    let b = s.as_bytes();
+    let byte_at = |i: usize| -> Option<u8> {
+        if b.get(i) != Some(&b'%') {
+            return None;
+        }
+        Some(hex(*b.get(i + 1)?)? * 16 + hex(*b.get(i + 2)?)?)
+    };
+    (0..b.len()).any(|i| match byte_at(i) {
+        Some(0xC0 | 0xC1) => true,
+        Some(0xE0) => byte_at(i + 3).is_some_and(|n| (0x80..=0x9F).contains(&n)),
+        Some(0xF0) => byte_at(i + 3).is_some_and(|n| (0x80..=0x8F).contains(&n)),
+        _ => false,
+    })
 }
 
 /// `%25` followed by two hex digits: a second percent-decoding changes the text.

@@ -27,8 +27,8 @@ fn equivalent_spellings_have_one_form() {
         ("/a%3ab", "/a%3Ab"),
         ("/caf%C3%A9", "/caf%C3%A9"),
         ("/café", "/café"),
-        ("/..a/.b./...", "/..a/.b./..."),
-        ("/a.%2e/b", "/a../b"),
+        ("/..a/.b/.well-known/a.b", "/..a/.b/.well-known/a.b"),
+        ("/caf%E9", "/caf%E9"),
         ("*", "*"),
     ] {
         assert_eq!(canon(raw).as_deref(), Ok(want), "{raw}");
@@ -64,6 +64,17 @@ fn ambiguous_paths_are_refused() {
         ("/a%25%34%31", DoubleEncoding),
         ("/a%25%32%65%25%32%65/b", DoubleEncoding),
         ("/a%25%3441", DoubleEncoding),
+        ("/admin./x", SegmentTrailingDot),
+        ("/admin%2e/x", SegmentTrailingDot),
+        ("/admin%20/x", SegmentTrailingDot),
+        ("/admin.%20", SegmentTrailingDot),
+        ("/a/...", SegmentTrailingDot),
+        ("/a.%2e/b", SegmentTrailingDot),
+        ("/a;x./b", PathParams),
+        ("/%C0%AE%C0%AE/admin", OverlongUtf8),
+        ("/a%c0%afb", OverlongUtf8),
+        ("/a%E0%80%AE", OverlongUtf8),
+        ("/a%F0%80%80%AE", OverlongUtf8),
         ("/a%zz", BadEscape),
         ("/a%4", BadEscape),
         ("/a%", BadEscape),
@@ -110,6 +121,18 @@ fn opt_outs_keep_the_form_as_data() {
         canonical_path("/a%2f..%2fadmin", &slashes).as_deref(),
         Ok("/a%2F..%2Fadmin")
     );
+    let dots = CanonConfig {
+        allow_trailing_dots: true,
+        ..CanonConfig::default()
+    };
+    for (raw, want) in [
+        ("/admin./x", "/admin./x"),
+        ("/a/...", "/a/..."),
+        ("/a.%2e/b", "/a../b"),
+        ("/a%20", "/a%20"),
+    ] {
+        assert_eq!(canonical_path(raw, &dots).as_deref(), Ok(want), "{raw}");
+    }
     let ci = CanonConfig {
         case_insensitive_paths: true,
         ..CanonConfig::default()
@@ -140,6 +163,9 @@ fn every_reason_is_listed() {
         DotSegmentParams,
         EncodedDotSegment,
         DotSegmentAfterEmpty,
+        SegmentTrailingDot,
+        OverlongUtf8,
+        MethodOverride("x-http-method-override".into()),
         HeaderSpelling("h".into()),
         RepeatedHeader("h".into()),
         RepeatedCookie("c".into()),

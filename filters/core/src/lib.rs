@@ -15,6 +15,7 @@ pub mod exchange;
 pub mod host;
 pub mod http;
 pub mod matching;
+pub mod method;
 pub mod metrics;
 pub mod policy;
 
@@ -34,6 +35,7 @@ pub use host::{
 };
 pub use http::{HeaderOp, Headers, Request, Response};
 pub use matching::{MethodSet, PathMatch, RouteMatch, RouteMatchConfig};
+pub use method::effective_method;
 pub use policy::Policy;
 
 /// Exports a proxy-wasm module that runs policy `$policy`. Put it in the filter crate's

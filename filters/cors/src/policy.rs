@@ -338,6 +338,9 @@ impl CorsPolicy {
 
     fn try_decide(&self, req: &Request) -> Result<Decision, Ambiguity> {
         let path = canonical_path(&req.path, &self.canon)?;
+        // Not matched on here, but a method override would make the backend run another
+        // handler than the one this answer was decided for.
+        meshwall_core::effective_method(req, &self.canon)?;
         let Some(p) = self.policy_for(&path) else {
             return Ok(Decision::Ungoverned);
         };

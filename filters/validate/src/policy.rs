@@ -231,6 +231,14 @@ impl ValidatePolicy {
                     .unwrap_or_else(|| self.let_through(ex, req, host)))
             }
         };
+        let method = match meshwall_core::effective_method(req, &self.route_canon) {
+            Ok(m) => m,
+            Err(a) => {
+                return Err(self
+                    .ambiguous(ex, &a, host)
+                    .unwrap_or_else(|| self.let_through(ex, req, host)))
+            }
+        };
         let (found, miss) = match spec.strip_base(&path) {
             Some(rest) => (spec.find(rest), "unknown path"),
             None => (Vec::new(), "path outside the base paths"),
@@ -244,7 +252,7 @@ impl ValidatePolicy {
         let head_get = spec.canon.head_matches_get;
         let chosen = found
             .iter()
-            .find_map(|(item, values)| Some((item.operation(&req.method, head_get)?, values)));
+            .find_map(|(item, values)| Some((item.operation(&method, head_get)?, values)));
         if let Some((op, values)) = chosen {
             return Ok((op, values.clone()));
         }

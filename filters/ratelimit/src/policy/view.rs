@@ -22,6 +22,8 @@ pub(super) struct View<'a> {
     pub(super) req: &'a Request,
     /// The canonical path (no query).
     pub(super) path: String,
+    /// The method the backend will run (`meshwall_core::effective_method`).
+    pub(super) method: String,
 }
 
 impl<'a> View<'a> {
@@ -30,6 +32,7 @@ impl<'a> View<'a> {
         Ok(View {
             req,
             path: canonical_path(&req.path, canon)?,
+            method: meshwall_core::effective_method(req, canon)?.into_owned(),
         })
     }
 }
@@ -72,7 +75,7 @@ impl RateLimitPolicy {
     pub(super) fn applies(&self, rule: &Rule, view: &View) -> Result<bool, Ambiguity> {
         let m = &rule.matcher;
         if !m.path.matches(&view.path, &self.canon)
-            || !m.methods.matches(&view.req.method, &self.canon)
+            || !m.methods.matches(&view.method, &self.canon)
         {
             return Ok(false);
         }
@@ -97,7 +100,7 @@ impl RateLimitPolicy {
                 _ => None,
             },
             Part::Path => Some(PartValue::Text(self.key_path(&view.path).into())),
-            Part::Method => Some(PartValue::Text(self.key_method(&view.req.method).into())),
+            Part::Method => Some(PartValue::Text(self.key_method(&view.method).into())),
             Part::Constant(c) => Some(PartValue::Text(c.as_str().into())),
         })
     }

@@ -429,7 +429,10 @@ def test_metrics_are_exported(env):
     families = {k.split("{")[0] for k in prom if k.startswith("meshwall_jwt_")}
     assert families == {"meshwall_jwt_allowed", "meshwall_jwt_denied", "meshwall_jwt_ambiguous",
                         "meshwall_jwt_cache_hit", "meshwall_jwt_cache_miss", "meshwall_jwt_jwks_fetch_ok",
-                        "meshwall_jwt_jwks_fetch_failed"}, families
+                        "meshwall_jwt_jwks_fetch_failed", "meshwall_jwt_signature_checks_host",
+                        "meshwall_jwt_signature_checks_wasm", "meshwall_jwt_shared_cache_hit",
+                        "meshwall_jwt_shared_cache_miss"} | {
+                        "meshwall_jwt_verifier_host_" + a.lower() for a in ALGS}, families
     reasons = {k.split('"')[1] for k in prom if k.startswith("meshwall_jwt_denied{")}
     assert {"missing", "expired", "bad_signature", "jwks_unavailable", "forbidden"} <= reasons, reasons
     assert all(k.startswith('meshwall_jwt_denied{reason="') for k in prom if k.startswith("meshwall_jwt_denied"))

@@ -602,10 +602,13 @@ def _attacker_handler(method, path, headers, body):
     return 200, [("Content-Type", "application/json")], json.dumps(doc).encode()
 
 
-@pytest.fixture(scope="module")
-def env(echo):
+# Every test runs against both signature paths: `host` (Envoy's verify_signature, BoringSSL,
+# for RS256/384/512 and ES256/384) and `wasm` (jwt-simple in the module for every algorithm).
+@pytest.fixture(scope="module", params=["host", "wasm"])
+def env(echo, request):
     cfg = harness.load_config("jwt")
     plugin = harness.plugin_config(cfg, "meshwall.jwt")
+    plugin["verifier"] = request.param
     inline = plugin["providers"]["example-inline"]
     inline["local_jwks"] = {"inline_jwks": INLINE.jwks()}
     # a query parameter as a second source, to send two different tokens in one request
@@ -624,6 +627,7 @@ def env(echo):
                     break
                 time.sleep(0.2)
             assert r.status == 200, r
+            e.verifier = request.param
             yield e
             log = e.log_text()
     # nothing of any attack token was ever logged
@@ -756,3 +760,39 @@ def test_envoy_survived_all_attacks(env):
     _assert_problem(r, 403)
     assert 'error="insufficient_scope"' in r.header("www-authenticate")
     assert env.stat("meshwall.jwt.allowed") > 0
+
+
+HOST_ALGS = ["RS256", "RS384", "RS512", "ES256", "ES384"]
+
+
+def test_signatures_checked_on_the_chosen_path(env):
+    """`verifier: host`: RS* and ES* go to Envoy's crypto, PS*, EdDSA and HS* stay in the module
+    (gauge `verifier_host_<alg>`, counters `signature_checks_host` / `_wasm`); `verifier: wasm`:
+    everything in the module."""
+    before_host = env.stat("meshwall.jwt.signature_checks_host")
+    before_wasm = env.stat("meshwall.jwt.signature_checks_wasm")
+    for alg in ALGS:
+        host_alg = env.verifier == "host" and alg in HOST_ALGS
+        assert env.stat("meshwall.jwt.verifier_host_" + alg.lower()) == (1 if host_alg else 0), alg  # one gauge, set by both workers
+        r = env.request("GET", PATH, {"Authorization": "Bearer " + good(alg, payload=claims(jti=alg + str(time.time())))})
+        assert r.status == 200, (alg, r)
+        after_host = env.stat("meshwall.jwt.signature_checks_host")
+        after_wasm = env.stat("meshwall.jwt.signature_checks_wasm")
+        assert (after_host - before_host, after_wasm - before_wasm) == ((1, 0) if host_alg else (0, 1)), alg
+        before_host, before_wasm = after_host, after_wasm
+
+
+def test_one_verification_serves_both_workers(env):
+    """The verified-token table shared by the workers (default `shared_cache_size`): 20 requests
+    on fresh connections, spread over the 2 workers, cost one signature check in all."""
+    tok = good("ES256", payload=claims(jti="shared-" + env.verifier))
+
+    def checks():
+        return env.stat("meshwall.jwt.signature_checks_host") + env.stat("meshwall.jwt.signature_checks_wasm")
+
+    c0, hits0 = checks(), env.stat("meshwall.jwt.shared_cache_hit") + env.stat("meshwall.jwt.cache_hit")
+    for _ in range(20):
+        r = env.request("GET", PATH, {"Authorization": "Bearer " + tok})
+        assert r.status == 200, r
+    assert checks() - c0 == 1
+    assert env.stat("meshwall.jwt.shared_cache_hit") + env.stat("meshwall.jwt.cache_hit") - hits0 == 19

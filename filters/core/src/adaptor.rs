@@ -76,6 +76,10 @@ impl Host for WasmHost {
     }
 
     fn http_call(
+    fn call_foreign_function(&self, name: &str, arg: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
+        hostcalls::call_foreign_function(name, Some(arg)).map_err(status_error)
+    }
+
         &self,
         cluster: &str,
         headers: &[(&str, &str)],
@@ -110,6 +114,55 @@ impl Host for WasmHost {
         .map_err(status_error)
     }
 }
+
+    fn grpc_call_with_authority(
+        &self,
+        cluster: &str,
+        authority: &str,
+        service: &str,
+        method: &str,
+        initial_metadata: &[(&str, &[u8])],
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let Some(upstream) = grpc_service_with_authority(cluster, authority) else {
+            return Err(HostError::Failed(
+                "cluster and authority: at most 123 ASCII bytes together".into(),
+            ));
+        };
+        hostcalls::dispatch_grpc_call(
+            &upstream,
+            service,
+            method,
+            initial_metadata.to_vec(),
+            Some(message),
+            timeout,
+        )
+        .map_err(status_error)
+    }
+}
+
+/// `GrpcService { envoy_grpc (1): EnvoyGrpc { cluster_name (1), authority (2) } }`, for ASCII
+/// names of at most 123 bytes together (every length then fits one varint byte below 0x80, so
+/// the bytes are a `&str` for the SDK).
+fn grpc_service_with_authority(cluster: &str, authority: &str) -> Option<String> {
+    let (c, a) = (cluster.len(), authority.len());
+    let inner = u8::try_from(c.checked_add(a)?.checked_add(4)?)
+        .ok()
+        .filter(|n| *n <= 127)?;
+    if !cluster.is_ascii() || !authority.is_ascii() {
+        return None;
+    }
+    let mut out = String::with_capacity(usize::from(inner) + 2);
+    out.push('\n'); // field 1 (envoy_grpc), length-delimited
+    out.push(char::from(inner));
+    out.push('\n'); // field 1 (cluster_name)
+    out.push(char::from(u8::try_from(c).ok()?));
+    out.push_str(cluster);
+    out.push('\x12'); // field 2 (authority)
+    out.push(char::from(u8::try_from(a).ok()?));
+    out.push_str(authority);
+    Some(out)
 
 /// `envoy.config.core.v3.GrpcService { envoy_grpc (1): EnvoyGrpc { cluster_name (1) } }`, for
 /// an ASCII name of at most 125 bytes (both lengths then fit one varint byte, and the bytes are

@@ -146,6 +146,33 @@ pub trait Host {
         timeout: Duration,
     ) -> Result<u32, HostError>;
 
+    /// [`Host::grpc_call`] with the call's `:authority` set to `authority` (Envoy's
+    /// `EnvoyGrpc.authority`). Without it Envoy sends the cluster name, which a server refuses
+    /// when it is no valid authority (Istio's `outbound|8081||rls.ns.svc.cluster.local`: the
+    /// `|`). This default ignores `authority`.
+    #[allow(clippy::too_many_arguments)]
+    fn grpc_call_with_authority(
+        &self,
+        cluster: &str,
+        authority: &str,
+        service: &str,
+        method: &str,
+        initial_metadata: &[(&str, &[u8])],
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let _ = authority;
+        self.grpc_call(cluster, service, method, initial_metadata, message, timeout)
+    }
+
+    /// Calls the host's foreign function `name` (`proxy_call_foreign_function`) with `arg`;
+    /// `Ok(None)` when it answered without data. A host without the function answers
+    /// `Err` (Envoy: `NotFound`); so does this default.
+    fn call_foreign_function(&self, name: &str, arg: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
+        let _ = (name, arg);
+        Err(HostError::Failed("NotFound".into()))
+    }
+
     /// Milliseconds since the Unix epoch.
     fn now_millis(&self) -> u64 {
         self.now()
@@ -178,6 +205,8 @@ pub struct RecordedCall {
 pub struct RecordedGrpcCall {
     pub token: u32,
     pub cluster: String,
+    /// Set by [`Host::grpc_call_with_authority`].
+    pub authority: Option<String>,
     pub service: String,
     pub method: String,
     pub initial_metadata: Vec<(String, Vec<u8>)>,
@@ -187,6 +216,9 @@ pub struct RecordedGrpcCall {
 
 /// How a [`MemHost`] answers gRPC calls (see [`MemHost::answer_grpc_with`]).
 type GrpcResponder = Box<dyn Fn(&RecordedGrpcCall) -> GrpcResponse>;
+
+/// A foreign function of a [`MemHost`] (see [`MemHost::with_foreign`]).
+type ForeignFn = std::rc::Rc<dyn Fn(&[u8]) -> Result<Option<Vec<u8>>, HostError>>;
 
 #[derive(Debug, Default)]
 struct Store {
@@ -216,6 +248,8 @@ struct MemInner {
     grpc_responder: RefCell<Option<std::rc::Rc<GrpcResponder>>>,
     /// When > 0, that many upcoming gRPC calls cannot be started.
     grpc_failures: Cell<u32>,
+    /// Foreign functions by name, and how often each was called.
+    foreign: RefCell<HashMap<String, (ForeignFn, usize)>>,
 }
 
 impl Default for MemHost {
@@ -242,8 +276,27 @@ impl MemHost {
                 grpc_answered: Cell::new(0),
                 grpc_responder: RefCell::new(None),
                 grpc_failures: Cell::new(0),
+                foreign: RefCell::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Gives this host (and its clones) the foreign function `name`, answering with `f`.
+    pub fn with_foreign(
+        self,
+        name: &str,
+        f: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, HostError> + 'static,
+    ) -> Self {
+        self.inner
+            .foreign
+            .borrow_mut()
+            .insert(name.to_string(), (std::rc::Rc::new(f), 0));
+        self
+    }
+
+    /// How often the foreign function `name` was called.
+    pub fn foreign_calls(&self, name: &str) -> usize {
+        self.inner.foreign.borrow().get(name).map_or(0, |(_, n)| *n)
     }
 
     pub fn set_now(&self, t: SystemTime) {
@@ -339,6 +392,18 @@ impl Host for MemHost {
         Ok(self.inner.store.borrow().entries.get(key).cloned())
     }
 
+    fn call_foreign_function(&self, name: &str, arg: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
+        let f = {
+            let mut map = self.inner.foreign.borrow_mut();
+            let Some((f, n)) = map.get_mut(name) else {
+                return Err(HostError::Failed("NotFound".into()));
+            };
+            *n += 1;
+            f.clone()
+        };
+        f(arg)
+    }
+
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
         let mut store = self.inner.store.borrow_mut();
         let next = store.next_cas;
@@ -429,6 +494,7 @@ impl Host for MemHost {
         self.inner.grpc_calls.borrow_mut().push(RecordedGrpcCall {
             token,
             cluster: cluster.to_string(),
+            authority: None,
             service: service.to_string(),
             method: method.to_string(),
             initial_metadata: initial_metadata
@@ -438,6 +504,23 @@ impl Host for MemHost {
             message: message.to_vec(),
             timeout,
         });
+        Ok(token)
+    }
+
+    fn grpc_call_with_authority(
+        &self,
+        cluster: &str,
+        authority: &str,
+        service: &str,
+        method: &str,
+        initial_metadata: &[(&str, &[u8])],
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let token = self.grpc_call(cluster, service, method, initial_metadata, message, timeout)?;
+        if let Some(call) = self.inner.grpc_calls.borrow_mut().last_mut() {
+            call.authority = Some(authority.to_string());
+        }
         Ok(token)
     }
 }
@@ -548,6 +631,16 @@ mod tests {
             3,
             "a call that failed to start is not recorded"
         );
+    }
+
+    #[test]
+    fn foreign_functions_answer_as_scripted() {
+        let h = MemHost::new().with_foreign("echo", |a| Ok(Some(a.to_vec())));
+        let other = h.clone();
+        assert_eq!(other.call_foreign_function("echo", b"x"), Ok(Some(b"x".to_vec())));
+        assert_eq!(h.foreign_calls("echo"), 1);
+        assert!(h.call_foreign_function("missing", b"x").is_err());
+        assert_eq!(h.foreign_calls("missing"), 0);
     }
 
     #[test]

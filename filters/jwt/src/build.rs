@@ -9,7 +9,7 @@ use crate::sources::Source;
 use crate::token::{ClaimRules, SubjectMatch};
 use meshwall_core::canon::same_header;
 use meshwall_core::config::{is_tchar, writable_header_name, FRAMING_HEADERS};
-use meshwall_core::{CanonConfig, ConfigError, Host, MethodSet, PathMatch};
+use meshwall_core::{CanonConfig, ConfigError, Host};
 use serde_json::Value;
 use std::rc::Rc;
 use std::time::Duration;
@@ -359,19 +359,7 @@ pub(crate) fn build_rule(
     canon: &CanonConfig,
 ) -> Result<Rule, ConfigError> {
     let f = |x: &str| format!("rules[{i}].{x}");
-    let m = &cfg.route;
-    let path = match (&m.path, &m.prefix, &m.safe_regex) {
-        (Some(p), None, None) => PathMatch::exact(&f("match.path"), p, canon)?,
-        (None, Some(p), None) => PathMatch::prefix(&f("match.prefix"), p, canon)?,
-        (None, None, Some(r)) => PathMatch::regex(&f("match.safe_regex.regex"), &r.regex, canon)?,
-        _ => {
-            return Err(ConfigError::new(
-                f("match"),
-                "give exactly one of `path`, `prefix`, `safe_regex`",
-            ))
-        }
-    };
-    let methods = MethodSet::parse(&f("match.methods"), &m.methods)?;
+    let route = cfg.route.compile(&f("match"), canon)?;
     let need = match &cfg.requires {
         None => {
             if cfg.allow_missing {
@@ -447,8 +435,7 @@ pub(crate) fn build_rule(
         });
     }
     Ok(Rule {
-        path,
-        methods,
+        route,
         need,
         claims,
     })

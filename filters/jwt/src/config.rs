@@ -2,7 +2,7 @@
 //! concept is the same. The full reference is `docs/jwt.md`; every check lives in
 //! `JwtPolicy::new` (policy.rs), which names the field at fault.
 
-use meshwall_core::{CanonConfig, ConfigError};
+use meshwall_core::{CanonConfig, ConfigError, RouteMatchConfig};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -11,6 +11,9 @@ use std::time::Duration;
 pub const DEFAULT_REALM: &str = "meshwall";
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
 pub const DEFAULT_CACHE_SIZE: usize = 1000;
+/// Slots of the shared verified-token table: on by default, measured to pay (docs/jwt.md,
+/// `make bench` scenario `jwt-shared`).
+pub const DEFAULT_SHARED_CACHE_SIZE: usize = 4096;
 pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +43,15 @@ pub struct JwtConfig {
     /// `trailing_slash_insensitive`, `case_insensitive_paths`, `head_matches_get`).
     #[serde(default)]
     pub canonical: CanonConfig,
+    /// Who checks signatures: `auto` (the host's crypto for the algorithms that pass its
+    /// self-test, the module for the rest), `host` (the host for RS256/384/512 and ES256/384,
+    /// a configuration error when it cannot), `wasm` (the module only).
+    #[serde(default)]
+    pub verifier: crate::hostcrypto::VerifierMode,
+    /// Slots of the verified-token table shared by all workers (behind each worker's
+    /// `jwt_cache_size` LRU; 0: none), at most 65,536.
+    #[serde(default = "default_shared_cache_size")]
+    pub shared_cache_size: usize,
 }
 
 fn default_realm() -> String {
@@ -47,6 +59,9 @@ fn default_realm() -> String {
 }
 fn default_max_token_bytes() -> usize {
     DEFAULT_MAX_TOKEN_BYTES
+}
+fn default_shared_cache_size() -> usize {
+    DEFAULT_SHARED_CACHE_SIZE
 }
 fn default_cache_size() -> usize {
     DEFAULT_CACHE_SIZE
@@ -195,7 +210,7 @@ pub struct ClaimToHeader {
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     #[serde(rename = "match")]
-    pub route: RouteMatch,
+    pub route: RouteMatchConfig,
     /// Token requirement; absent: no token needed on this route.
     #[serde(default)]
     pub requires: Option<Requirement>,
@@ -205,27 +220,6 @@ pub struct RuleConfig {
     /// Claim conditions (all must hold) checked after verification; failing → 403.
     #[serde(default)]
     pub claims: Vec<ClaimRequirement>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteMatch {
-    #[serde(default)]
-    pub path: Option<String>,
-    #[serde(default)]
-    pub prefix: Option<String>,
-    #[serde(default)]
-    pub safe_regex: Option<SafeRegex>,
-    /// HTTP methods (any when empty).
-    #[serde(default)]
-    pub methods: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SafeRegex {
-    /// Matched against the whole path (without query).
-    pub regex: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,6 +5,7 @@
 //! Ed25519. Anything else is refused: for an inline JWKS that is a configuration error; a
 //! fetched JWKS drops the key (and is refused when no key is left).
 
+use crate::hostcrypto::HostKey;
 use crate::json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -120,6 +121,9 @@ pub struct Key {
     /// The JWK's `alg`, when present: the only algorithm this key verifies.
     pub alg: Option<Alg>,
     pub material: Material,
+    /// DER public key (and RSA modulus) for the host's `verify_signature`, made once here
+    /// (RSA and EC keys only).
+    pub host: Option<HostKey>,
 }
 
 impl Key {
@@ -411,7 +415,44 @@ pub fn parse_key(v: &Value) -> Result<Key, KeyError> {
         }
         other => return Err(kerr("kty", format!("unsupported key type `{other}`"))),
     };
-    Ok(Key { kid, alg, material })
+    let host = host_key(&material);
+    Ok(Key {
+        kid,
+        alg,
+        material,
+        host,
+    })
+}
+
+/// The host's form of an RSA or EC key (`None` when it cannot be made: the module verifies).
+fn host_key(m: &Material) -> Option<HostKey> {
+    match m {
+        Material::Rsa(k) => {
+            let (spki, n) = if let Some(k) = &k.rs256 {
+                (k.to_der().ok()?, k.to_components().n)
+            } else if let Some(k) = &k.rs384 {
+                (k.to_der().ok()?, k.to_components().n)
+            } else if let Some(k) = &k.rs512 {
+                (k.to_der().ok()?, k.to_components().n)
+            } else {
+                return None;
+            };
+            let first = n.iter().position(|b| *b != 0).unwrap_or(n.len());
+            Some(HostKey {
+                spki,
+                modulus: n.get(first..).unwrap_or_default().to_vec(),
+            })
+        }
+        Material::P256(k) => Some(HostKey {
+            spki: k.to_der().ok()?,
+            modulus: Vec::new(),
+        }),
+        Material::P384(k) => Some(HostKey {
+            spki: k.to_der().ok()?,
+            modulus: Vec::new(),
+        }),
+        Material::Ed25519(_) | Material::Hmac(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -446,6 +487,7 @@ mod tests {
             kid: None,
             alg: None,
             material: Material::Hmac(vec![1; 32]),
+            host: None,
         };
         assert!(hmac.fits(Alg::HS384));
         assert!(!hmac.fits(Alg::RS256));
@@ -458,6 +500,7 @@ mod tests {
             kid: None,
             alg: Some(Alg::HS256),
             material: Material::Hmac(vec![1; 32]),
+            host: None,
         };
         assert!(pinned.fits(Alg::HS256));
         assert!(

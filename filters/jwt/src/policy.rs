@@ -9,12 +9,16 @@
 
 use crate::build::{build_provider, build_rule, output_headers, Keys, Provider};
 use crate::config::JwtConfig;
+use crate::hostcrypto::{choose, HostAlgs, HOST_ALGS};
+use crate::jwks::ALL_ALGS;
 use crate::remote::{FetchOutcome, Remote};
 use crate::rules::{Need, Rule};
+use crate::shared_cache::{fingerprint, key_hash, Entry, SharedCache, MAX_SLOTS};
 use crate::sources::{extract, removal_ops, Found, Refused, Source};
 use crate::token::{
-    candidate_keys, check_claims, claim, claim_header_value, decode, verify_with, Decoded, Failure,
+    candidate_keys, check_claims, claim, claim_header_value, decode, Decoded, Failure,
 };
+use crate::verify::{verify, Check, Path};
 use lru::LruCache;
 use meshwall_core::canon::same_header;
 use meshwall_core::metrics::{Counter, Counters, Label, Registry};
@@ -55,6 +59,11 @@ struct Metrics {
     cache_miss: Counter,
     fetch_ok: Counter,
     fetch_failed: Counter,
+    /// Signature checks by the host and by the module.
+    checks_host: Counter,
+    checks_wasm: Counter,
+    shared_hit: Counter,
+    shared_miss: Counter,
 }
 
 pub struct JwtPolicy {
@@ -77,6 +86,11 @@ pub struct JwtPolicy {
     /// Fetches this worker started: call token → provider index.
     pending: RefCell<HashMap<u32, usize>>,
     metrics: Metrics,
+    /// Algorithms whose signatures the host checks (decided at configure time).
+    host_algs: HostAlgs,
+    /// The table shared by all workers (behind `cache`), and each provider's fingerprint.
+    shared: Option<SharedCache>,
+    fingerprints: Vec<[u8; 32]>,
 }
 
 impl JwtPolicy {
@@ -89,6 +103,12 @@ impl JwtPolicy {
         }
         if cfg.max_token_bytes == 0 || cfg.max_token_bytes > 65536 {
             return Err(ConfigError::new("max_token_bytes", "between 1 and 65536"));
+        }
+        if cfg.shared_cache_size > MAX_SLOTS {
+            return Err(ConfigError::new(
+                "shared_cache_size",
+                format!("at most {MAX_SLOTS}"),
+            ));
         }
         if cfg.jwt_cache_size > MAX_CACHE_SIZE {
             return Err(ConfigError::new(
@@ -109,8 +129,10 @@ impl JwtPolicy {
         }
         let mut sources = Vec::new();
         let mut providers = Vec::new();
+        let mut fingerprints = Vec::new();
         for (name, p) in &cfg.providers {
             providers.push(build_provider(name, p, &mut sources, host)?);
+            fingerprints.push(fingerprint(name, &format!("{p:?} {}", cfg.max_token_bytes)));
         }
         let mut rules = Vec::new();
         for (i, r) in cfg.rules.iter().enumerate() {
@@ -137,7 +159,20 @@ impl JwtPolicy {
             cache_miss: m.counter("cache_miss", &[])?,
             fetch_ok: m.counter("jwks_fetch_ok", &[])?,
             fetch_failed: m.counter("jwks_fetch_failed", &[])?,
+            checks_host: m.counter("signature_checks_host", &[])?,
+            checks_wasm: m.counter("signature_checks_wasm", &[])?,
+            shared_hit: m.counter("shared_cache_hit", &[])?,
+            shared_miss: m.counter("shared_cache_miss", &[])?,
         };
+        let host_algs = choose(cfg.verifier, host).map_err(|e| ConfigError::new("verifier", e))?;
+        // `meshwall.jwt.verifier_host_<alg>`: 1 when the host checks that algorithm.
+        for alg in ALL_ALGS {
+            let name = format!("verifier_host_{}", format!("{alg:?}").to_ascii_lowercase());
+            m.gauge(&name, &[])?.set(
+                host,
+                u64::from(HOST_ALGS.contains(&alg) && host_algs.uses(alg)),
+            );
+        }
         let default_need = Need::Token {
             providers: (0..providers.len()).collect(),
             all: false,
@@ -158,6 +193,9 @@ impl JwtPolicy {
             cache: NonZeroUsize::new(cfg.jwt_cache_size).map(|n| RefCell::new(LruCache::new(n))),
             pending: RefCell::new(HashMap::new()),
             metrics,
+            host_algs,
+            shared: SharedCache::new(cfg.shared_cache_size),
+            fingerprints,
         })
     }
 
@@ -214,6 +252,20 @@ impl JwtPolicy {
             }
             self.metrics.cache_miss.inc(host);
         }
+        let shared_key = match (&self.shared, self.fingerprints.get(pi)) {
+            (Some(_), Some(fp)) => Some(key_hash(hash, fp)),
+            _ => None,
+        };
+        if let (Some(sc), Some(k)) = (&self.shared, &shared_key) {
+            if let Some(v) = self.shared_lookup(sc, k, p, found, now, host) {
+                self.metrics.shared_hit.inc(host);
+                if let Some(cache) = &self.cache {
+                    cache.borrow_mut().put((*hash, pi), v.clone());
+                }
+                return Ok(v);
+            }
+            self.metrics.shared_miss.inc(host);
+        }
         let tok = match decoded.get_or_insert_with(|| decode(&found.token, self.max_token_bytes)) {
             Ok(t) => t,
             Err(e) => return Err(*e),
@@ -235,37 +287,87 @@ impl JwtPolicy {
             }
             Err(e) => return Err(e),
         };
+        let check = Check {
+            now,
+            skew: p.rules.clock_skew_seconds,
+            max_bytes: self.max_token_bytes,
+            host_algs: self.host_algs,
+        };
         let ok = candidates.iter().any(|k| {
-            verify_with(
-                k,
-                tok,
-                now,
-                p.rules.clock_skew_seconds,
-                self.max_token_bytes,
-            )
+            let (ok, path) = verify(k, tok, &check, host);
+            match path {
+                Path::Host => self.metrics.checks_host.inc(host),
+                Path::Wasm => self.metrics.checks_wasm.inc(host),
+            }
+            ok
         });
         if !ok {
             return Err(Failure::BadSignature);
         }
-        let mut headers = Vec::new();
-        for (h, c) in &p.claim_headers {
-            if let Some(v) = claim(&tok.payload, c).and_then(claim_header_value) {
-                headers.push((h.clone(), v));
-            }
+        let v = Self::verified(p, tok.payload.clone(), tok.payload_b64, until, keys.version);
+        if let (Some(sc), Some(k)) = (&self.shared, &shared_key) {
+            let entry = Entry {
+                keys_version: keys.version,
+                until,
+                payload: tok.payload_json.clone(),
+            };
+            sc.put(k, &entry, host);
         }
-        if let Some(h) = &p.payload_header {
-            headers.push((h.clone(), tok.payload_b64.to_string()));
-        }
-        let v = Rc::new(Verified {
-            until,
-            keys_version: keys.version,
-            payload: Rc::new(tok.payload.clone()),
-            headers,
-        });
         if let Some(cache) = &self.cache {
             cache.borrow_mut().put((*hash, pi), v.clone());
         }
         Ok(v)
+    }
+
+    /// What a verified token gives provider `p`: its claims and the headers made of them.
+    fn verified(
+        p: &Provider,
+        payload: Map<String, Value>,
+        payload_b64: &str,
+        until: u64,
+        keys_version: u64,
+    ) -> Rc<Verified> {
+        let mut headers = Vec::new();
+        for (h, c) in &p.claim_headers {
+            if let Some(v) = claim(&payload, c).and_then(claim_header_value) {
+                headers.push((h.clone(), v));
+            }
+        }
+        if let Some(h) = &p.payload_header {
+            headers.push((h.clone(), payload_b64.to_string()));
+        }
+        Rc::new(Verified {
+            until,
+            keys_version,
+            payload: Rc::new(payload),
+            headers,
+        })
+    }
+
+    /// The shared table's entry for this token and provider, if still valid now (same keys
+    /// version, not past `exp` + skew).
+    fn shared_lookup(
+        &self,
+        sc: &SharedCache,
+        key: &[u8; 32],
+        p: &Provider,
+        found: &Found,
+        now: u64,
+        host: &dyn Host,
+    ) -> Option<Rc<Verified>> {
+        let e = sc.get(key, host)?;
+        if now > e.until || p.keys_version(host) != Some(e.keys_version) {
+            return None;
+        }
+        let payload = crate::json::parse_object(&e.payload, crate::json::MAX_DEPTH).ok()?;
+        let payload_b64 = found.token.split('.').nth(1)?;
+        Some(Self::verified(
+            p,
+            payload,
+            payload_b64,
+            e.until,
+            e.keys_version,
+        ))
     }
 
     /// Removes every header whose name folds (`_` as `-`, any case) into one of `names`.
@@ -290,6 +392,10 @@ impl JwtPolicy {
             Ok(p) => p,
             Err(a) => return self.refusals.refuse(&a, host),
         };
+        let method = match meshwall_core::effective_method(req, &self.canon) {
+            Ok(m) => m,
+            Err(a) => return self.refusals.refuse(&a, host),
+        };
         if let Err(a) = req
             .headers
             .check_spellings(self.output_headers.iter().map(String::as_str))
@@ -303,7 +409,7 @@ impl JwtPolicy {
         let rule = self
             .rules
             .iter()
-            .find(|r| r.matches(&req.method, &path, &self.canon));
+            .find(|r| r.matches(&method, &path, &self.canon));
         let need = rule.map(|r| &r.need).unwrap_or(&self.default_need);
         let Need::Token {
             providers,

@@ -1,11 +1,25 @@
-//! Algorithms and attacks (RFC 8725, known CVEs): every forgery is refused.
+//! Algorithms and attacks (RFC 8725, known CVEs): every forgery is refused. This file runs
+//! twice: as `attacks` (jwt-simple in the module checks signatures) and as `attacks_host` (the
+//! host's `verify_signature`, scripted, checks RS* and ES*).
 use super::*;
+
+fn on_host() -> bool {
+    module_path!().ends_with("_host")
+}
+
+fn new_host() -> MemHost {
+    if on_host() {
+        crate::hostcrypto::tests::crypto_host()
+    } else {
+        MemHost::new()
+    }
+}
 
 // ---------------------------------------------------------------- algorithms
 
 #[test]
 fn every_algorithm_verifies() {
-    let h = MemHost::new();
+    let h = new_host();
     let p = policy(&h);
     for alg in ALGS {
         let tok = sign(alg, Some(kid_for(alg)), &good_claims());
@@ -15,13 +29,21 @@ fn every_algorithm_verifies() {
         assert_allowed(&get(&p, &h, "/api", &tok));
     }
     assert_eq!(h.metric("meshwall.jwt.allowed"), 24);
+    // RS256/384/512 and ES256/384, with and without kid: 10 by the host on that path.
+    let by_host = h.metric("meshwall.jwt.signature_checks_host");
+    assert_eq!(by_host, if on_host() { 10 } else { 0 });
+    assert_eq!(
+        h.metric("meshwall.jwt.verifier_host_es256"),
+        i64::from(on_host())
+    );
+    assert_eq!(h.metric("meshwall.jwt.verifier_host_ps256"), 0);
 }
 
 #[test]
 fn key_alg_must_equal_token_alg() {
     let k = keys();
     let cfg = json!({"providers": {"m": {"local_jwks": {"inline_jwks": {"keys": [rsa_jwk(&k.rsa_der, "r", Some("RS256"))]}}}}});
-    let h = MemHost::new();
+    let h = new_host();
     let p = policy_with(&cfg, &h).unwrap();
     assert_allowed(&get(&p, &h, "/", &sign("RS256", Some("r"), &good_claims())));
     assert_denied(
@@ -40,7 +62,7 @@ fn key_alg_must_equal_token_alg() {
 
 #[test]
 fn attacks_are_refused() {
-    let h = MemHost::new();
+    let h = new_host();
     let p = policy(&h);
     let claims = good_claims();
     let cl = claims.to_string();
@@ -507,7 +529,7 @@ fn noncanonical(tok: &str) -> String {
 fn signature_for_one_family_never_verifies_another() {
     // A valid token for each algorithm, its alg header rewritten to every other algorithm
     // (signature kept): all refused.
-    let h = MemHost::new();
+    let h = new_host();
     let p = policy(&h);
     for alg in ALGS {
         let tok = sign(alg, None, &good_claims());

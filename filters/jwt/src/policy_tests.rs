@@ -434,10 +434,21 @@ fn metric_names() {
         "cache_miss",
         "jwks_fetch_ok",
         "jwks_fetch_failed",
+        "signature_checks_host",
+        "signature_checks_wasm",
+        "shared_cache_hit",
+        "shared_cache_miss",
     ]
     .iter()
     .map(|m| format!("meshwall.jwt.{m}"))
     .collect();
+    // A gauge per algorithm: 1 when the host's crypto checks its signatures.
+    want.extend(crate::jwks::ALL_ALGS.iter().map(|a| {
+        format!(
+            "meshwall.jwt.verifier_host_{}",
+            format!("{a:?}").to_ascii_lowercase()
+        )
+    }));
     want.extend(
         Failure::ALL
             .iter()
@@ -464,9 +475,15 @@ fn metric_names() {
 
 #[path = "policy_attack_tests.rs"]
 mod attacks;
+// The same attack suite again, with the host's crypto checking signatures.
+#[allow(clippy::duplicate_mod)]
+#[path = "policy_attack_tests.rs"]
+mod attacks_host;
 #[path = "policy_canon_tests.rs"]
 mod canon;
 #[path = "policy_remote_tests.rs"]
 mod remote;
 #[path = "policy_route_tests.rs"]
 mod routes;
+#[path = "policy_shared_tests.rs"]
+mod shared;

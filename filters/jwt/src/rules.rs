@@ -4,7 +4,7 @@
 //! the raw `:path`; methods without regard to case, `HEAD` as `GET`): see [`Rule::matches`].
 
 use crate::token::claim;
-use meshwall_core::{CanonConfig, MethodSet, PathMatch};
+use meshwall_core::{CanonConfig, RouteMatch};
 use serde_json::{Map, Value};
 
 /// What a matched request needs.
@@ -52,9 +52,7 @@ impl ClaimCheck {
 
 #[derive(Debug, Clone)]
 pub struct Rule {
-    pub path: PathMatch,
-    /// Empty: any method.
-    pub methods: MethodSet,
+    pub route: RouteMatch,
     pub need: Need,
     pub claims: Vec<ClaimCheck>,
 }
@@ -63,20 +61,23 @@ impl Rule {
     /// Whether the rule applies to a request with this method and canonical path
     /// (`meshwall_core::canonical_path`, query already cut off).
     pub fn matches(&self, method: &str, canonical_path: &str, cfg: &CanonConfig) -> bool {
-        self.methods.matches(method, cfg) && self.path.matches(canonical_path, cfg)
+        self.route.matches(method, canonical_path, cfg)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshwall_core::{MethodSet, PathMatch};
     use serde_json::json;
 
     fn rule(path: PathMatch, methods: &[&str]) -> Rule {
         let methods: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
         Rule {
-            path,
-            methods: MethodSet::parse("methods", &methods).unwrap(),
+            route: RouteMatch {
+                path,
+                methods: MethodSet::parse("methods", &methods).unwrap(),
+            },
             need: Need::Nothing,
             claims: vec![],
         }

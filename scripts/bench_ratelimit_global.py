@@ -9,21 +9,10 @@ cluster (it does nothing on a `direct_response` route), so it comes with `servic
 context manager that starts them (and, in `direct` mode, an Envoy answering directly in place of
 the route) and yields `prepare(cfg, upstreams) -> (cfg, upstreams)` for each front bootstrap.
 
-Register it (scripts/bench_scenarios.py, after the other scenario imports):
-
-    from bench_ratelimit_global import scenario_ratelimit_global  # noqa: E402
-    SCENARIOS["ratelimit-global"] = scenario_ratelimit_global
-
-and in scripts/bench.py `run_scenario`, around starting and measuring the variants:
-
-    services = getattr(sc.SCENARIOS[name], "services", None)
-    with (services(mode) if services else contextlib.nullcontext()) as prepare:
-        ...
-        cfg = sc.front(v.filters, v.route_extra, direct=(mode == "direct"))
-        upstreams = {"backend": backend.port if backend else 1}
-        if prepare:
-            cfg, upstreams = prepare(cfg, upstreams)
-        e = harness.Envoy(cfg, concurrency=1, upstreams=upstreams)
+Registered in scripts/bench_scenarios.py (`SCENARIOS["ratelimit-global"]`); scripts/bench.py
+enters `services(mode)` around starting and measuring the variants and passes each front bootstrap
+through `prepare`. The scenario runs in `proxied` mode only (`modes`): the native filter needs a
+route to a cluster, so `direct` would forward to an answering Envoy too and measure the same.
 
 Standalone (one short round, no report): `.venv/bin/python scripts/bench_ratelimit_global.py`.
 """
@@ -32,12 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -46,8 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 from bench_scenarios import Load, Variant, wasm_filter  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-RELEASE = ROOT / "target" / "release"
 DOMAIN = "bench"
 LIMITS = f"""domain: {DOMAIN}
 descriptors:
@@ -91,43 +73,18 @@ def scenario_ratelimit_global(mode):
              Variant("meshwall.ratelimit global rule", [wasm_filter("ratelimit", WASM)], load=Load())])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int) -> None:
-    for _ in range(500):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
-
-
 @contextlib.contextmanager
 def services(mode: str):
-    """Redis, a release meshwall-rls (2 workers) and, in `direct` mode, an Envoy answering in place
+    """Redis and a release meshwall-rls (2 workers), started by tests/rls_harness.py on free
+    loopback ports with their own temp dirs, and, in `direct` mode, an Envoy answering in place
     of the route; yields `prepare(cfg, upstreams)`. Everything stopped on exit."""
-    if not shutil.which("redis-server"):
-        sys.exit("bench: redis-server missing (scripts/setup installs it)")
-    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "meshwall-rls", "--bins"], cwd=ROOT, check=True)
-    tmp = Path(tempfile.mkdtemp(prefix="meshwall-bench-global-"))
-    procs, answer = [], None
+    import rls_harness as rh
+    redis = rls = answer = None
     try:
-        rport = _free_port()
-        procs.append(subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                                       "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL))
-        _wait_port(rport)
-        (tmp / "limits.yaml").write_text(LIMITS)
-        gport, mport = _free_port(), _free_port()
-        procs.append(subprocess.Popen([str(RELEASE / "meshwall-rls"), "--config", str(tmp / "limits.yaml"),
-                                       "--grpc-addr", f"127.0.0.1:{gport}", "--metrics-addr", f"127.0.0.1:{mport}",
-                                       "--redis-url", f"redis://127.0.0.1:{rport}", "--workers", "2",
-                                       "--log-level", "warn"], stderr=open(tmp / "rls.log", "wb")))
-        _wait_port(gport)
+        redis = rh.Redis().start()
+        # A throughput measurement: a call delayed by the shared machine must not turn into
+        # UNAVAILABLE (the default Redis deadline is 100ms; the filters wait 250ms).
+        rls = rh.Rls(LIMITS, redis.url, "--redis-timeout", "200ms", "--log-level", "warn", release=True).start()
         if mode == "direct":
             import bench_scenarios as sc
             answer = harness.Envoy(sc.backend_bootstrap(), concurrency=1).start()
@@ -140,24 +97,20 @@ def services(mode: str):
                     vh["rate_limits"] = RATE_LIMITS
                     if answer:   # the native filter needs a route to a cluster
                         vh["routes"] = [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]
-            ups = dict(upstreams, meshwall_rls=gport)
+            ups = dict(upstreams, meshwall_rls=rls.port)
             if answer:
                 ups["backend"] = answer.port
             return cfg, ups
 
         yield prepare
     finally:
-        if answer:
-            answer.stop()
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        for p in (answer, rls, redis):
+            if p:
+                p.stop()
 
 
 scenario_ratelimit_global.services = services
+scenario_ratelimit_global.modes = ("proxied",)
 
 
 def main() -> None:
@@ -168,7 +121,7 @@ def main() -> None:
 
     import bench
     import bench_scenarios as sc
-    for mode in sys.argv[1:] or ("direct", "proxied"):
+    for mode in sys.argv[1:] or scenario_ratelimit_global.modes:
         desc, variants = scenario_ratelimit_global(mode)
         backend = harness.Envoy(sc.backend_bootstrap(), concurrency=1).start() if mode == "proxied" else None
         envoys, runs = [], {v.label: [] for v in variants}

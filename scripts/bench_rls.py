@@ -84,7 +84,9 @@ def main() -> int:
         rls = subprocess.Popen([str(RELEASE / "meshwall-rls"), "--config", str(tmp / "limits.yaml"),
                                 "--grpc-addr", f"127.0.0.1:{gport}", "--metrics-addr", f"127.0.0.1:{mport}",
                                 "--redis-url", f"redis://127.0.0.1:{rport}", "--workers", "1",
-                                "--log-level", "warn"], stderr=open(tmp / "rls.log", "wb"))
+                                # a throughput measurement: a call delayed by the shared machine
+                                # must not turn into UNAVAILABLE (the default deadline is 100ms)
+                                "--redis-timeout", "2s", "--log-level", "warn"], stderr=open(tmp / "rls.log", "wb"))
         procs.append(rls)
         wait_port(gport)
 
@@ -100,13 +102,14 @@ def main() -> int:
         res = load(a.seconds)
         c1, r1 = cpu_seconds(rls.pid), cpu_seconds(redis.pid)
         rls_cpu, redis_cpu_rls = c1 - c0, r1 - r0
-        if res["errors"] or res["over_limit"]:
+        # Every call must be admitted; a stream cut at the end of the run may count as an error.
+        if res["over_limit"] or res["errors"] > max(1, res["decisions"] // 10_000):
             raise RuntimeError(f"unexpected answers: {res}")
 
         # The same script, straight into Redis.
         sha = subprocess.run(["redis-cli", "-p", str(rport), "SCRIPT", "LOAD", (ROOT / "rls/src/take.lua").read_text()],
                              capture_output=True, text=True, check=True).stdout.strip()
-        n = max(int(res["decisions_per_s"] * a.seconds), 100_000)
+        n = max(res["decisions"], 20_000)   # as many calls as meshwall-rls decided: a similar run time
         r0 = cpu_seconds(redis.pid)
         t0 = time.monotonic()
         bench = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(rport), "-n", str(n), "-c", "50",
@@ -122,7 +125,7 @@ def main() -> int:
             "rls_decisions_per_s": round(res["decisions_per_s"]),
             "rls_cpu_seconds": round(rls_cpu, 2),
             "rls_decisions_per_core_s": round(res["decisions"] / rls_cpu) if rls_cpu else None,
-            "rls_p50_us": res["p50_us"], "rls_p99_us": res["p99_us"],
+            "rls_p50_us": res["p50_us"], "rls_p99_us": res["p99_us"], "rls_errors": res["errors"],
             "redis_cpu_seconds_during_rls": round(redis_cpu_rls, 2),
             "redis_benchmark_evalsha_per_s": round(bench_rps),
             "redis_evalsha_per_core_s": round(n / redis_cpu) if redis_cpu else None,

@@ -78,7 +78,9 @@ def services():
 def fleet(echo):
     """1 Redis, 2 meshwall-rls replicas, 2 Envoys (2 workers each) running the wasm filter."""
     redis = rh.Redis().start()
-    replicas = [rh.Rls(LIMITS, redis.url).start() for _ in range(2)]
+    # The server's Redis deadline below the filter's timeout, as docs/rls.md says, but not the
+    # 100 ms default: on two shared cores a starved replica would answer UNAVAILABLE (a 503).
+    replicas = [rh.Rls(LIMITS, redis.url, "--redis-timeout", "800ms").start() for _ in range(2)]
     # 1 s rather than the example's 250 ms: the fleet shares two cores with the load; a call
     # that timed out would be a 503 (and perhaps charged), not a decision.
     cfg = rh.wasm_envoy_config([r.port for r in replicas], plugin=plugin(PER_USER, PER_CLIENT, timeout="1s"))
@@ -230,7 +232,7 @@ def test_a_server_slower_than_the_timeout_gets_the_failure_mode_within_it(echo):
             r = get(envoy, user)
             took = time.monotonic() - t0
             assert r.status == want, r
-            assert took < 0.25 + 0.5, took        # the filter's timeout, not the server's 3 s
+            assert took < 0.25 + 1.25, took       # the filter's timeout, not the server's 2.5–3 s
             assert stat(envoy, "global_errors.reason.timeout") == 1
     finally:
         deny.stop()
@@ -266,7 +268,7 @@ def test_malformed_answers_follow_the_failure_mode_and_never_crash_the_vm(echo):
             r = get(e, f"mode-{mode}-{uuid.uuid4().hex[:6]}")
             took = time.monotonic() - t0
             assert r.status == want, (mode, r)
-            assert took < 0.25 + 0.5, mode
+            assert took < 0.25 + 1.25, mode
             after = {r: stat(e, f"global_errors.reason.{r}") for r in REASONS}
             grew = {k for k in REASONS if after[k] > before[k]}
             if want == 503:

@@ -274,17 +274,12 @@ struct RawBucket {
     fill_interval: String,
 }
 
-/// A YAML scalar as a string, as Go's yaml.v2 reads `value: 200` into a string field; `null`
-/// (`name:` with nothing after it) is absent.
+/// A YAML scalar as a string, as Go's yaml.v2 reads it into a string field: the text as written
+/// (`value: 200` is "200", `value: 007` "007", `value: 0x1F` "0x1F", `value: yes` "yes"), so a
+/// value matches the request's text whatever it looks like; a plain `null`, `~` or nothing
+/// (`name:`) is absent, a quoted one a string.
 fn scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    use serde::de::Error;
-    match serde_norway::Value::deserialize(d)? {
-        serde_norway::Value::Null => Ok(None),
-        serde_norway::Value::String(s) => Ok(Some(s)),
-        serde_norway::Value::Number(n) => Ok(Some(n.to_string())),
-        serde_norway::Value::Bool(b) => Ok(Some(b.to_string())),
-        _ => Err(D::Error::custom("expected a string")),
-    }
+    Option::<String>::deserialize(d)
 }
 
 fn scalar_required<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -296,6 +291,13 @@ impl Config {
     /// Reads a file, or every `*.yaml`/`*.yml` file of a directory (sorted by name, not
     /// recursive), as envoyproxy/ratelimit reads its runtime directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, false)
+    }
+
+    /// [`Config::load`]; with `merge_domains`, a domain repeated in several files or documents
+    /// gets all their descriptors (envoyproxy/ratelimit's `MERGE_DOMAIN_CONFIG`; a descriptor
+    /// repeated across them is still an error), else a repeated domain is an error.
+    pub fn load_with(path: &Path, merge_domains: bool) -> Result<Config, ConfigError> {
         let err = |file: &Path, message: String| ConfigError {
             file: file.display().to_string(),
             field: String::new(),
@@ -326,12 +328,23 @@ impl Config {
             let text = std::fs::read_to_string(f).map_err(|e| err(f, e.to_string()))?;
             texts.push((f.display().to_string(), text));
         }
-        Config::from_texts(texts.iter().map(|(n, t)| (n.as_str(), t.as_str())))
+        Config::from_texts_with(
+            texts.iter().map(|(n, t)| (n.as_str(), t.as_str())),
+            merge_domains,
+        )
     }
 
     /// Parses YAML texts: (file name for errors, content).
     pub fn from_texts<'a>(
         texts: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Config, ConfigError> {
+        Config::from_texts_with(texts, false)
+    }
+
+    /// [`Config::from_texts`], merging repeated domains if `merge_domains` (see `load_with`).
+    pub fn from_texts_with<'a>(
+        texts: impl IntoIterator<Item = (&'a str, &'a str)>,
+        merge_domains: bool,
     ) -> Result<Config, ConfigError> {
         let mut cfg = Config::default();
         let mut origin: HashMap<String, String> = HashMap::new();
@@ -369,8 +382,8 @@ impl Config {
                 })?;
                 // An empty document (a lone `---`, a comment-only file) holds no domain.
                 let Some(raw) = raw else { continue };
-                let domain = cfg.add_domain(&name, raw, &origin)?;
-                origin.insert(domain, name);
+                let domain = cfg.add_domain(&name, raw, &origin, merge_domains)?;
+                origin.entry(domain).or_insert(name);
             }
         }
         Ok(cfg)
@@ -381,6 +394,7 @@ impl Config {
         file: &str,
         raw: RawRoot,
         origin: &HashMap<String, String>,
+        merge: bool,
     ) -> Result<String, ConfigError> {
         let e = |field: &str, message: String| ConfigError {
             file: file.to_string(),
@@ -394,13 +408,15 @@ impl Config {
                 "a domain is required (and must not be empty)".into(),
             ));
         }
-        if let Some(first) = origin.get(&domain) {
+        let merged = merge.then(|| self.domains.remove(&domain)).flatten();
+        if let (Some(first), None) = (origin.get(&domain), &merged) {
             return Err(e(
                 "domain",
                 format!("duplicate domain '{domain}' (also in {first})"),
             ));
         }
-        let mut root = Node::default();
+        let new = merged.is_none();
+        let mut root = merged.unwrap_or_default();
         let descriptors = raw.descriptors.unwrap_or_default();
         self.load_descriptors(
             file,
@@ -410,7 +426,9 @@ impl Config {
             &mut root,
         )?;
         self.domains.insert(domain.clone(), root);
-        self.domain_names.push(domain.clone());
+        if new {
+            self.domain_names.push(domain.clone());
+        }
         Ok(domain)
     }
 

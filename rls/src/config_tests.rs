@@ -119,6 +119,42 @@ fn duplicate_domain_across_files_is_refused_naming_both() {
 }
 
 #[test]
+fn merge_domain_configs_joins_a_domain_spread_over_files() {
+    // envoyproxy/ratelimit's MERGE_DOMAIN_CONFIG, with its own test files.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["merge_domain_key1.yaml", "merge_domain_key2.yaml"] {
+        std::fs::copy(Path::new(DATA).join(f), dir.path().join(f)).unwrap();
+    }
+    let e = Config::load(dir.path()).unwrap_err();
+    assert!(e.message.contains("duplicate domain 'test-domain'"), "{e}");
+    let cfg = Config::load_with(dir.path(), true).unwrap();
+    assert_eq!(cfg.domain_names, vec!["test-domain".to_string()]);
+    let d = "test-domain";
+    let window = |n| Kind::Window {
+        requests_per_unit: n,
+        unit: Unit::Minute,
+    };
+    assert_eq!(
+        limit_of(&cfg, d, &[("key1", "value1")]).map(|l| l.1),
+        Some(window(10))
+    );
+    assert_eq!(
+        limit_of(&cfg, d, &[("key2", "value2")]).map(|l| l.1),
+        Some(window(20))
+    );
+    // A descriptor in both files is still an error, naming the second.
+    let t =
+        "domain: d\ndescriptors:\n  - {key: k, rate_limit: {unit: second, requests_per_unit: 1}}\n";
+    let e = Config::from_texts_with([("a.yaml", t), ("b.yaml", t)], true).unwrap_err();
+    assert_eq!(e.file, "b.yaml");
+    assert!(
+        e.message
+            .contains("duplicate descriptor composite key 'd.k'"),
+        "{e}"
+    );
+}
+
+#[test]
 fn lookup_follows_envoyproxy_ratelimit_basic_config() {
     let cfg = load("basic_config.yaml").unwrap();
     let d = "test-domain";
@@ -326,6 +362,38 @@ fn yaml_details_as_go_reads_them() {
     assert!(limit_of(&cfg, "d", &[("status", "200")]).is_some());
     let e = Config::from_texts([("m.yaml", "domain: a\n---\ndomain: a\n")]).unwrap_err();
     assert_eq!(e.file, "m.yaml (document 2)");
+}
+
+#[test]
+fn scalars_keep_their_text_as_in_go() {
+    // yaml.v2 sets a string field to the scalar as written: a number keeps its leading zeros,
+    // sign and base, so `value: 007` matches the request value "007" (and not "7").
+    let cfg = parse(
+        "domain: d\ndescriptors:\n  - {key: area, value: 007, rate_limit: {unit: second, requests_per_unit: 1}}\n  - {key: code, value: 0x1F, rate_limit: {unit: second, requests_per_unit: 2}}\n  - {key: n, value: +1, rate_limit: {unit: second, requests_per_unit: 3}}\n  - {key: v, value: 1.50, rate_limit: {unit: second, requests_per_unit: 4}}\n  - {key: flag, value: yes, rate_limit: {unit: second, requests_per_unit: 5}}\n  - {key: 10, value: \"null\", rate_limit: {unit: second, requests_per_unit: 6}}\n  - {key: none, value: ~, rate_limit: {unit: second, requests_per_unit: 7}}\n",
+    )
+    .unwrap();
+    for (key, value, rpu) in [
+        ("area", "007", 1),
+        ("code", "0x1F", 2),
+        ("n", "+1", 3),
+        ("v", "1.50", 4),
+        ("flag", "yes", 5),
+        ("10", "null", 6),
+        ("none", "anything", 7),
+    ] {
+        let (_, kind) =
+            limit_of(&cfg, "d", &[(key, value)]).unwrap_or_else(|| panic!("{key}={value}"));
+        assert_eq!(
+            kind,
+            Kind::Window {
+                requests_per_unit: rpu,
+                unit: Unit::Second
+            },
+            "{key}={value}"
+        );
+    }
+    assert!(limit_of(&cfg, "d", &[("area", "7")]).is_none());
+    assert!(limit_of(&cfg, "d", &[("code", "31")]).is_none());
 }
 
 #[test]

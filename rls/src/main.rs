@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         }
     };
     init_logs(&s.log_level);
-    let config = match Config::load(&s.config) {
+    let config = match Config::load_with(&s.config, s.merge_domain_configs) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("config error: {e}");

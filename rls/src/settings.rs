@@ -14,6 +14,8 @@ usage: meshwall-rls --config PATH [flags]
 
   --config PATH              limits: an envoyproxy/ratelimit YAML file, or a directory of them
   --check-config             parse the configuration, print a summary, exit (0 ok, 2 error)
+  --merge-domain-configs     a domain in several files: merge them (envoyproxy/ratelimit's
+                             MERGE_DOMAIN_CONFIG); without it a repeated domain is an error
   --grpc-addr ADDR           gRPC listen address                        [0.0.0.0:8081]
   --metrics-addr ADDR        HTTP /metrics /healthz /readyz address       [0.0.0.0:9090]
   --redis-url URL            a single Redis: redis://[user:pass@]host:port[/db]
@@ -38,6 +40,7 @@ usage: meshwall-rls --config PATH [flags]
 pub struct Settings {
     pub config: PathBuf,
     pub check_config: bool,
+    pub merge_domain_configs: bool,
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub redis_urls: Vec<String>,
@@ -57,9 +60,10 @@ pub struct Settings {
     pub log_level: String,
 }
 
-const FLAGS: [&str; 21] = [
+const FLAGS: [&str; 22] = [
     "config",
     "check-config",
+    "merge-domain-configs",
     "grpc-addr",
     "metrics-addr",
     "redis-url",
@@ -102,7 +106,8 @@ pub fn parse(
         if name == "help" {
             return Ok(None);
         }
-        let value = if name == "check-config" || name == "version" {
+        let value = if ["check-config", "merge-domain-configs", "version"].contains(&name.as_str())
+        {
             inline.unwrap_or_else(|| "true".into())
         } else {
             match inline {
@@ -193,6 +198,7 @@ pub fn parse(
     Ok(Some(Settings {
         config: PathBuf::from(config),
         check_config: get("check-config").is_some_and(|v| v != "false"),
+        merge_domain_configs: get("merge-domain-configs").is_some_and(|v| v != "false"),
         grpc_addr: addr("grpc-addr", "0.0.0.0:8081")?,
         metrics_addr: addr("metrics-addr", "0.0.0.0:9090")?,
         redis_urls,
@@ -241,6 +247,17 @@ mod tests {
         .unwrap();
         assert!(c.cluster && c.check_config);
         assert_eq!(c.redis_urls.len(), 2);
+        assert!(!c.merge_domain_configs);
+        // envoyproxy/ratelimit's MERGE_DOMAIN_CONFIG=true, as a flag or from the environment.
+        let m = parse(args("--config c --merge-domain-configs"), |_| None);
+        assert!(m.unwrap().unwrap().merge_domain_configs);
+        let env = |k: &str| (k == "MESHWALL_RLS_MERGE_DOMAIN_CONFIGS").then(|| "true".to_string());
+        assert!(
+            parse(args("--config c"), env)
+                .unwrap()
+                .unwrap()
+                .merge_domain_configs
+        );
     }
 
     #[test]

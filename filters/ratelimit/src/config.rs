@@ -45,6 +45,10 @@ pub struct RateLimitConfig {
 pub struct RateLimitServiceConfig {
     /// The Envoy cluster of the service (HTTP/2).
     pub cluster: String,
+    /// The calls' `:authority` (default: the cluster name). Required when the cluster name is
+    /// no valid authority, as Istio's `outbound|<port>||<host>`: then the service's host.
+    #[serde(default)]
+    pub authority: Option<String>,
     /// The `domain` of every request (the service's configuration for it).
     pub domain: String,
     /// How long a request waits for the answer (Envoy's native filter: 20 ms); then
@@ -55,6 +59,42 @@ pub struct RateLimitServiceConfig {
     /// `UNKNOWN`): `deny` (503) or `allow`. Either way it is counted.
     #[serde(default)]
     pub failure_mode: FailureMode,
+}
+
+impl RateLimitServiceConfig {
+    /// `authority`, checked (`f`: the field path of this section).
+    pub(crate) fn checked_authority(&self, f: &str) -> Result<Option<String>, ConfigError> {
+        Ok(match &self.authority {
+            Some(a) if a.is_empty() || !a.chars().all(authority_char) => {
+                return Err(ConfigError::new(
+                    format!("{f}.authority"),
+                    "must be a host or host:port (letters, digits, `-._~:[]`)",
+                ));
+            }
+            Some(a) if a.len() + self.cluster.len() > 123 => {
+                return Err(ConfigError::new(
+                    format!("{f}.authority"),
+                    "cluster and authority must be at most 123 characters together",
+                ));
+            }
+            Some(a) => Some(a.clone()),
+            // Envoy would send the cluster name as `:authority`, and an HTTP/2 server resets
+            // every call whose authority is invalid: refused here instead of a 503 per request.
+            None if !self.cluster.chars().all(authority_char) => {
+                return Err(ConfigError::new(
+                    format!("{f}.authority"),
+                    "required: the cluster name is no valid :authority (with Istio's \
+                     `outbound|<port>||<host>`, set it to <host>)",
+                ));
+            }
+            None => None,
+        })
+    }
+}
+
+/// A character of an HTTP/2 `:authority` (RFC 3986 host and port, without user info).
+fn authority_char(ch: char) -> bool {
+    ch.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:[]".contains(ch)
 }
 
 fn default_rls_timeout() -> String {

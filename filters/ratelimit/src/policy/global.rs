@@ -74,6 +74,7 @@ impl Failure {
 /// The rate limit service, ready to call.
 pub(crate) struct Service {
     cluster: String,
+    authority: Option<String>,
     domain: String,
     timeout: Duration,
     failure_mode: FailureMode,
@@ -104,6 +105,7 @@ impl Service {
                 "must be an Envoy cluster name: 1 to 125 printable ASCII characters, no spaces",
             ));
         }
+        let authority = c.checked_authority(f)?;
         if c.domain.is_empty() || c.domain.len() > 256 || c.domain.chars().any(char::is_control) {
             return Err(ConfigError::new(
                 format!("{f}.domain"),
@@ -127,6 +129,7 @@ impl Service {
         }
         Ok(Service {
             cluster: c.cluster.clone(),
+            authority,
             domain: c.domain.clone(),
             timeout: Duration::from_millis(ms),
             failure_mode: c.failure_mode,
@@ -264,14 +267,25 @@ impl RateLimitPolicy {
             }
             let message = rls::request(&svc.domain, group.iter().map(|(_, e)| e.as_slice()));
             let rules = group.iter().map(|(i, _)| *i).collect();
-            let sent = host.grpc_call(
-                &svc.cluster,
-                rls::SERVICE,
-                rls::METHOD,
-                &[],
-                &message,
-                svc.timeout,
-            );
+            let sent = match &svc.authority {
+                Some(authority) => host.grpc_call_with_authority(
+                    &svc.cluster,
+                    authority,
+                    rls::SERVICE,
+                    rls::METHOD,
+                    &[],
+                    &message,
+                    svc.timeout,
+                ),
+                None => host.grpc_call(
+                    &svc.cluster,
+                    rls::SERVICE,
+                    rls::METHOD,
+                    &[],
+                    &message,
+                    svc.timeout,
+                ),
+            };
             let (token, result) = match sent {
                 Ok(token) => (token, None),
                 Err(e) => {

@@ -481,3 +481,29 @@ fn the_service_headers_are_checked_before_they_are_written() {
     assert_eq!(up.headers.get("x-fine"), Some("yes"));
     assert_eq!(up.headers.get("host"), None);
 }
+
+#[test]
+fn the_authority_of_the_calls_is_configurable_for_istio_cluster_names() {
+    // Istio names a service's cluster `outbound|<port>||<host>`; sent as `:authority`, the `|`
+    // makes an HTTP/2 server reset the call, so the service's host goes as the authority.
+    let fake = FakeRls::with_limits(&[]);
+    let host = host_for(&fake);
+    let cfg = format!(
+        r#"{{"rules":[{USER}],"rate_limit_service":{{"cluster":"outbound|8081||rls.ns.svc.cluster.local","authority":"rls.ns.svc.cluster.local","domain":"edge"}}}}"#
+    );
+    let p = policy(&host, &cfg);
+    let r = req("GET", "/", "10.0.0.1", &[("x-user-id", "alice")]);
+    assert_eq!(go(&p, &host, &r).status, 200);
+    let calls = host.grpc_calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].cluster, "outbound|8081||rls.ns.svc.cluster.local");
+    assert_eq!(
+        calls[0].authority.as_deref(),
+        Some("rls.ns.svc.cluster.local")
+    );
+    // Without `authority`, Envoy's default (the cluster name).
+    let host = host_for(&fake);
+    let p = policy(&host, &global_cfg(&[USER], ""));
+    assert_eq!(go(&p, &host, &r).status, 200);
+    assert_eq!(host.grpc_calls()[0].authority, None);
+}

@@ -259,6 +259,18 @@ fn configuration_errors_name_the_field() {
             "rate_limit_service.domain",
             "1 to 256",
         ),
+        (
+            r#"{"rules":[{"name":"g","global":true,"key":[{"remote_address":{}}]}],"rate_limit_service":{"cluster":"outbound|8081||rls.ns.svc.cluster.local","domain":"d"}}"#.to_string(),
+            "rate_limit_service.authority",
+            "required: the cluster name is no valid :authority",
+        ),
+        (svc(r#","authority":"a|b""#), "rate_limit_service.authority", "host or host:port"),
+        (svc(r#","authority":"""#), "rate_limit_service.authority", "host or host:port"),
+        (
+            svc(&format!(r#","authority":"{}""#, "a".repeat(121))),
+            "rate_limit_service.authority",
+            "at most 123 characters together",
+        ),
         (svc(r#","timeout":"0ms""#), "rate_limit_service.timeout", "between 1ms and 60s"),
         (svc(r#","timeout":"61s""#), "rate_limit_service.timeout", "between 1ms and 60s"),
         (svc(r#","timeout":"soon""#), "rate_limit_service.timeout", "not a duration"),

@@ -58,3 +58,12 @@ oci: build
 clean:
 	cargo clean
 	rm -rf .run
+
+# Soak (not part of `make test`): hostile traffic at saturation against the full chain for
+# SOAK_SECONDS (default 600; `make soak SOAK_SECONDS=3600` for an hour), SOAK_CONFIG demo|suite.
+# Prints totals per status, 5xx, Wasm VM failures, Envoy RSS and latency; SOAK.md records runs.
+.PHONY: soak
+SOAK_SECONDS ?= 600
+SOAK_CONFIG ?= demo
+soak: build
+	SOAK_SECONDS=$(SOAK_SECONDS) .venv/bin/python scripts/soak.py --config $(SOAK_CONFIG)

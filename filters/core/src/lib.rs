@@ -14,7 +14,9 @@ pub mod config;
 pub mod exchange;
 pub mod host;
 pub mod http;
+pub mod logging;
 pub mod matching;
+pub mod memhost;
 pub mod method;
 pub mod metrics;
 pub mod policy;
@@ -24,6 +26,9 @@ pub mod adaptor;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub use proxy_wasm;
+
+#[doc(hidden)]
+pub use log as __log;
 
 pub use action::{Action, Body, LocalReply, Verdict};
 pub use canon::{canonical_path, Ambiguity, CanonConfig, Refusals};

@@ -93,7 +93,7 @@ def wasm_filter(name, config, module=None):
         "name": f"meshwall.{name}", "root_id": f"meshwall.{name}",
         "allow_on_headers_stop_iteration": True,
         "vm_config": {"vm_id": f"meshwall.{name}", "runtime": "envoy.wasm.runtime.v8",
-                      "code": {"local": {"filename": f"target/wasm32-wasip1/release/{module or f'meshwall_{name}'}.wasm"}}},
+                      "code": {"local": {"filename": str(harness.MODULE_DIR / f"{module or f'meshwall_{name}'}.wasm")}}},
         "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": text}}}}
 
 
@@ -149,6 +149,8 @@ def jwt_setup(alg, rotate):
             "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
             "jwt_cache_size": 1000}
     if rotate:
+        # every request verifies: no shared verified-token table either (scenario jwt-shared has it)
+        ours["shared_cache_size"] = 0
         table = ",\n".join(f'  "{t}"' for t in tokens)
         load = Load(lua="local tokens = {\n" + table + "\n}\nlocal i = 0\n"
                         "request = function()\n  i = i % #tokens + 1\n"
@@ -181,9 +183,14 @@ def scenario_ratelimit(mode):
 
 def _jwt(alg, rotate):
     native, ours, load = jwt_setup(alg, rotate)
-    return [Variant(f"native jwt_authn {alg}", [native], load=load),
-            Variant("no filter", load=load),
-            Variant(f"meshwall.jwt {alg}", [wasm_filter("jwt", ours)], load=load)]
+    variants = [Variant(f"native jwt_authn {alg}", [native], load=load),
+                Variant("no filter", load=load),
+                Variant(f"meshwall.jwt {alg}", [wasm_filter("jwt", ours)], load=load)]
+    if rotate and alg in ("RS256", "ES256"):
+        # the default (`verifier: auto`) checks these on the host; the same in the module, beside it
+        variants.append(Variant(f"meshwall.jwt {alg} verifier: wasm",
+                                [wasm_filter("jwt", dict(ours, verifier="wasm"))], load=load))
+    return variants
 
 
 def scenario_jwt_cached(mode):
@@ -196,6 +203,28 @@ def scenario_jwt_es256(mode):
 
 def scenario_jwt_rs256(mode):
     return ("JWT verification, 4,000 distinct RS256 tokens in turn (every request misses the cache)", _jwt("RS256", True))
+
+
+def scenario_jwt_shared(mode):
+    """What the table shared by all workers costs and saves, in one worker: 4,000 ES256 tokens in
+    turn through a 1,000-entry LRU (always a miss), with no table, with one holding every token
+    (each request then reads what another worker would have verified), and with a 16-slot one
+    (each request a table miss plus a write: the overhead on tokens no worker has seen)."""
+    native, ours, load = jwt_setup("ES256", True)
+    return ("JWT shared verified-token table: 4,000 ES256 tokens in turn, per-worker LRU of 1,000",
+            [Variant("native jwt_authn ES256", [native], load=load),
+             Variant("meshwall.jwt no shared table", [wasm_filter("jwt", ours)], load=load),
+             Variant("meshwall.jwt shared 16384 (hits)", [wasm_filter("jwt", dict(ours, shared_cache_size=16384))], load=load),
+             Variant("meshwall.jwt shared 16 (misses)", [wasm_filter("jwt", dict(ours, shared_cache_size=16))], load=load),
+             Variant("meshwall.jwt LRU 8192 (hits)", [wasm_filter("jwt", dict(ours, jwt_cache_size=8192))], load=load)])
+
+
+def scenario_jwt_ps256(mode):
+    return ("JWT verification, 4,000 distinct PS256 tokens in turn (module only: the host has no RSA-PSS)", _jwt("PS256", True))
+
+
+def scenario_jwt_eddsa(mode):
+    return ("JWT verification, 4,000 distinct EdDSA tokens in turn (module only: the host has no Ed25519)", _jwt("EdDSA", True))
 
 
 ORDER_BODY = json.dumps({
@@ -261,8 +290,43 @@ def scenario_suite7(mode):
              Variant("meshwall: suite, all seven", [suite_filter({n: sections[n] for n in order})], load=load7)])
 
 
+def floor_filter(label, steps, module="meshwall_bench_floor_sdk"):
+    """The bench-only floor module (scripts/bench_floor) doing `steps`, one ABI call each."""
+    return Variant(label, [wasm_filter("floor", steps, module=module)])
+
+
+def scenario_floor(mode):
+    """What any Wasm filter costs in this Envoy before doing anything, and what each ABI call
+    adds (scripts/bench_floor, built by bench.py), beside the native chain's whole overhead and
+    the suite module. Every variant gets the chain's load (a cached ES256
+    token), so the native chain and the suite do their full work."""
+    native_jwt, ours_jwt, load = jwt_setup("ES256", False)
+    variants = [
+        Variant("no filter"),
+        Variant("native chain", [native_jwt, native_local_ratelimit()], route_extra=NATIVE_HEADERS_ROUTE),
+        floor_filter("empty, no SDK (2 exports)", "", module="meshwall_bench_floor_raw"),
+        floor_filter("empty, SDK", ""),
+        floor_filter("+ read request headers", "read"),
+        floor_filter("+ 1 metric increment", "read,metric"),
+        floor_filter("+ 1 shared-data read", "read,metric,shared"),
+        floor_filter("+ set 1 response header", "read,metric,shared,set"),
+        floor_filter("+ read response headers", "read,metric,shared,set,resp"),
+        floor_filter("empty + 1 get_property", "property"),
+        floor_filter("empty + set 12 resp. headers", "set12"),
+        floor_filter("empty + 12 headers, 1 map call", "map12"),
+        Variant("meshwall: suite module", [suite_filter(chain_sections(ours_jwt))]),
+    ]
+    for v in variants:
+        v.load = load
+    return ("the floor: an empty proxy-wasm filter and single ABI calls, against no filter", variants)
+
+
 from bench_apikey import scenario_apikey  # noqa: E402  (it imports Variant, Load, wasm_filter from here)
 
-SCENARIOS = {"chain": scenario_chain, "suite7": scenario_suite7, "apikey": scenario_apikey, "headers": scenario_headers, "jwt-cached": scenario_jwt_cached,
-             "jwt-es256": scenario_jwt_es256, "jwt-rs256": scenario_jwt_rs256, "ratelimit": scenario_ratelimit,
+SCENARIOS = {"floor": scenario_floor, "chain": scenario_chain, "suite7": scenario_suite7, "apikey": scenario_apikey, "headers": scenario_headers, "jwt-cached": scenario_jwt_cached,
+             "jwt-es256": scenario_jwt_es256, "jwt-rs256": scenario_jwt_rs256, "jwt-ps256": scenario_jwt_ps256, "jwt-eddsa": scenario_jwt_eddsa, "jwt-shared": scenario_jwt_shared, "ratelimit": scenario_ratelimit,
              "validate": scenario_validate}
+
+from bench_ratelimit_global import scenario_ratelimit_global  # noqa: E402  (starts Redis + meshwall-rls: its `services`)
+
+SCENARIOS["ratelimit-global"] = scenario_ratelimit_global

@@ -116,6 +116,11 @@ impl Policy for AccessPolicy {
     type Exchange = ();
     const NAME: &'static str = "access";
 
+    /// Nothing to do on responses: the adaptor does not read them.
+    fn uses_response(&self) -> bool {
+        false
+    }
+
     fn new(config: AccessConfig, host: &dyn Host) -> Result<Self, ConfigError> {
         Self::from_config(config, host)
     }

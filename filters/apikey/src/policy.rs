@@ -219,6 +219,11 @@ impl Policy for ApiKeyPolicy {
     type Exchange = ();
     const NAME: &'static str = "apikey";
 
+    /// Nothing to do on responses: the adaptor does not read them.
+    fn uses_response(&self) -> bool {
+        false
+    }
+
     fn new(config: ApiKeyConfig, host: &dyn Host) -> Result<Self, ConfigError> {
         ApiKeyPolicy::from_config(config, host)
     }

@@ -75,11 +75,11 @@ impl Host for WasmHost {
         let _ = hostcalls::record_metric(id.0, value);
     }
 
-    fn http_call(
     fn call_foreign_function(&self, name: &str, arg: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
         hostcalls::call_foreign_function(name, Some(arg)).map_err(status_error)
     }
 
+    fn http_call(
         &self,
         cluster: &str,
         headers: &[(&str, &str)],
@@ -113,7 +113,6 @@ impl Host for WasmHost {
         )
         .map_err(status_error)
     }
-}
 
     fn grpc_call_with_authority(
         &self,
@@ -163,6 +162,7 @@ fn grpc_service_with_authority(cluster: &str, authority: &str) -> Option<String>
     out.push(char::from(u8::try_from(a).ok()?));
     out.push_str(authority);
     Some(out)
+}
 
 /// `envoy.config.core.v3.GrpcService { envoy_grpc (1): EnvoyGrpc { cluster_name (1) } }`, for
 /// an ASCII name of at most 125 bytes (both lengths then fit one varint byte, and the bytes are
@@ -185,7 +185,12 @@ fn read_map(map: MapType) -> Vec<(String, String)> {
     hostcalls::get_map_bytes(map)
         .unwrap_or_default()
         .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .map(|(k, v)| {
+            // Valid UTF-8 (nearly always) keeps its buffer: no second copy per header.
+            let v = String::from_utf8(v)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (k, v)
+        })
         .collect()
 }
 
@@ -437,6 +442,9 @@ impl<P: Policy> HttpContext for Http<P> {
         let Some(policy) = self.policy.clone() else {
             return WasmAction::Continue;
         };
+        if !policy.uses_response() {
+            return WasmAction::Continue;
+        }
         let (pseudo, headers) = split_pseudo(read_map(MapType::HttpResponseHeaders));
         let status = pseudo
             .iter()
@@ -454,6 +462,9 @@ impl<P: Policy> HttpContext for Http<P> {
         let Some(policy) = self.policy.clone() else {
             return WasmAction::Continue;
         };
+        if !policy.uses_response() {
+            return WasmAction::Continue;
+        }
         let trailers = Headers(read_map(MapType::HttpResponseTrailers));
         let ops = self.x.response_trailers(&policy, &trailers, &WasmHost);
         apply_ops(MapType::HttpResponseTrailers, &ops);

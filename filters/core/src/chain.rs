@@ -76,6 +76,11 @@ fn runs<P: Policy>(p: &Option<P>) -> Option<&P> {
     p.as_ref().filter(|p| p.uses_request())
 }
 
+/// `p`, when present and it has a response phase.
+fn answers<P: Policy>(p: &Option<P>) -> Option<&P> {
+    p.as_ref().filter(|p| p.uses_response())
+}
+
 impl<A: Policy, B: Policy> Chain<A, B> {
     /// `second`'s header phase, after `first` let the request go on with `ops`.
     fn second_headers(
@@ -189,6 +194,10 @@ impl<A: Policy, B: Policy> Policy for Chain<A, B> {
     fn uses_client_ip(&self) -> bool {
         runs(&self.first).is_some_and(|p| p.uses_client_ip())
             || runs(&self.second).is_some_and(|p| p.uses_client_ip())
+    }
+
+    fn uses_response(&self) -> bool {
+        answers(&self.first).is_some() || answers(&self.second).is_some()
     }
 
     fn on_request_headers(
@@ -342,11 +351,11 @@ impl<A: Policy, B: Policy> Policy for Chain<A, B> {
         resp: &Response,
         host: &dyn Host,
     ) -> Vec<HeaderOp> {
-        let mut ops = match &self.second {
+        let mut ops = match answers(&self.second) {
             Some(b) => b.on_response_headers(&mut ex.second, resp, host),
             None => Vec::new(),
         };
-        if let Some(a) = &self.first {
+        if let Some(a) = answers(&self.first) {
             let more = if ops.is_empty() {
                 a.on_response_headers(&mut ex.first, resp, host)
             } else {
@@ -365,11 +374,11 @@ impl<A: Policy, B: Policy> Policy for Chain<A, B> {
         trailers: &Headers,
         host: &dyn Host,
     ) -> Vec<HeaderOp> {
-        let mut ops = match &self.second {
+        let mut ops = match answers(&self.second) {
             Some(b) => b.on_response_trailers(&mut ex.second, trailers, host),
             None => Vec::new(),
         };
-        if let Some(a) = &self.first {
+        if let Some(a) = answers(&self.first) {
             let more = if ops.is_empty() {
                 a.on_response_trailers(&mut ex.first, trailers, host)
             } else {

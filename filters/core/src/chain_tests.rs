@@ -19,6 +19,9 @@ struct Cfg {
     /// Make a gRPC call (message: the name) and wait for it; an answer `deny` refuses.
     #[serde(default)]
     wait: bool,
+    /// Say it has nothing to do on responses (it would still mark one if asked).
+    #[serde(default)]
+    no_response: bool,
 }
 
 struct Probe(Cfg);
@@ -33,6 +36,10 @@ impl Policy for Probe {
             return Err(ConfigError::new("name", "must not be empty"));
         }
         Ok(Probe(c))
+    }
+
+    fn uses_response(&self) -> bool {
+        !self.0.no_response
     }
 
     fn on_request_headers(&self, ex: &mut bool, req: &Request, host: &dyn Host) -> Action {
@@ -182,6 +189,28 @@ fn absent_sections_are_skipped() {
     assert!(!Three::new((None, Some((None, None))), &MemHost::new())
         .unwrap()
         .uses_request());
+}
+
+#[test]
+fn policies_without_a_response_phase_are_not_asked_and_an_all_such_chain_reads_no_response() {
+    let quiet = |name: &str| Cfg {
+        no_response: true,
+        ..cfg(name)
+    };
+    let req = Request::new("GET", "/", &[]);
+    let host = MemHost::new();
+    let mixed = three(quiet("a"), cfg("b"), quiet("c"));
+    assert!(mixed.uses_response());
+    let s = send(&mixed, &host, &req, None, None, &ok());
+    assert_eq!(s.header("x-resp"), Some("b"), "only b was asked");
+    let silent = three(quiet("a"), quiet("b"), quiet("c"));
+    assert!(
+        !silent.uses_response(),
+        "the adaptor then reads no response"
+    );
+    let s = send(&silent, &host, &req, None, None, &ok());
+    assert_eq!(s.header("x-resp"), None);
+    assert_eq!(s.upstream.unwrap().headers.get("x-path"), Some("abc"));
 }
 
 #[test]

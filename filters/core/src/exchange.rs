@@ -269,12 +269,17 @@ impl<P: Policy> Exchange<P> {
     }
 
     /// Response headers are about to go downstream (upstream responses and local replies).
+    /// A policy that says it does not use responses is not asked (nor, in Envoy, is the
+    /// response read), so tests show what it would miss.
     pub fn response_headers(
         &mut self,
         policy: &P,
         resp: &Response,
         host: &dyn Host,
     ) -> Vec<HeaderOp> {
+        if !policy.uses_response() {
+            return Vec::new();
+        }
         policy.on_response_headers(&mut self.ex, resp, host)
     }
 
@@ -285,6 +290,9 @@ impl<P: Policy> Exchange<P> {
         trailers: &Headers,
         host: &dyn Host,
     ) -> Vec<HeaderOp> {
+        if !policy.uses_response() {
+            return Vec::new();
+        }
         policy.on_response_trailers(&mut self.ex, trailers, host)
     }
 }

@@ -36,6 +36,13 @@ pub trait Policy: Sized + 'static {
         true
     }
 
+    /// Whether `on_response_headers` or `on_response_trailers` has anything to do. When false,
+    /// the adaptor reads no response header map (one host call and a copy of every header per
+    /// response).
+    fn uses_response(&self) -> bool {
+        true
+    }
+
     /// Request headers have arrived.
     fn on_request_headers(
         &self,

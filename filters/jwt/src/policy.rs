@@ -515,6 +515,16 @@ impl Policy for JwtPolicy {
     type Exchange = ();
     const NAME: &'static str = "jwt";
 
+    /// Nothing to do on responses: the adaptor does not read them.
+    fn uses_response(&self) -> bool {
+        false
+    }
+
+    /// The client address plays no part (one host call saved per request).
+    fn uses_client_ip(&self) -> bool {
+        false
+    }
+
     fn new(config: JwtConfig, host: &dyn Host) -> Result<Self, ConfigError> {
         JwtPolicy::from_config(config, host)
     }

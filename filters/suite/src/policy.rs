@@ -122,6 +122,10 @@ impl Policy for SuitePolicy {
         self.chain.uses_client_ip()
     }
 
+    fn uses_response(&self) -> bool {
+        self.chain.uses_response()
+    }
+
     fn on_request_headers(
         &self,
         ex: &mut Self::Exchange,

@@ -323,6 +323,16 @@ impl Policy for ValidatePolicy {
     type Exchange = Exchange;
     const NAME: &'static str = "validate";
 
+    /// Nothing to do on responses: the adaptor does not read them.
+    fn uses_response(&self) -> bool {
+        false
+    }
+
+    /// The client address plays no part (one host call saved per request).
+    fn uses_client_ip(&self) -> bool {
+        false
+    }
+
     fn new(config: ValidateConfig, host: &dyn Host) -> Result<Self, ConfigError> {
         check_config(&config)?;
         let spec = match &config.spec {

@@ -356,7 +356,7 @@ OVERRIDES = [
 ]
 # Examples whose policies match on methods: each refuses the override itself (`headers` does not
 # match methods; the demo chain's jwt and apikey answer some of these first).
-METHOD_POLICIES = ["ratelimit", "validate", "access", "apikey", "cors"]
+METHOD_POLICIES = ["jwt", "ratelimit", "validate", "access", "apikey", "cors"]
 
 
 @pytest.mark.parametrize("mode", MODES)

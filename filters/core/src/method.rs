@@ -13,8 +13,11 @@ use crate::http::{form_decode, Request};
 use std::borrow::Cow;
 
 /// The override headers backends honour, in their canonical spelling.
-pub const OVERRIDE_HEADERS: [&str; 3] =
-    ["x-http-method-override", "x-http-method", "x-method-override"];
+pub const OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// The query parameter Laravel and Symfony honour on a POST.
 pub const OVERRIDE_PARAM: &str = "_method";
@@ -56,7 +59,10 @@ pub fn effective_method<'a>(
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
                 if form_decode(k) == OVERRIDE_PARAM {
                     let v = form_decode(v);
-                    if from_query.as_deref().is_some_and(|f| !f.eq_ignore_ascii_case(&v)) {
+                    if from_query
+                        .as_deref()
+                        .is_some_and(|f| !f.eq_ignore_ascii_case(&v))
+                    {
                         return Err(Ambiguity::MethodOverride(OVERRIDE_PARAM.into()));
                     }
                     from_query = Some(v);
@@ -112,7 +118,10 @@ mod tests {
 
     #[test]
     fn without_an_override_the_method_is_the_requests_own() {
-        assert_eq!(method("post", "/a?x=1", &[("x-other", "DELETE")]).unwrap(), "post");
+        assert_eq!(
+            method("post", "/a?x=1", &[("x-other", "DELETE")]).unwrap(),
+            "post"
+        );
         // `_method` on a GET is not honoured by any backend: nothing to refuse.
         assert_eq!(method("GET", "/a?_method=DELETE", &[]).unwrap(), "GET");
     }
@@ -131,12 +140,20 @@ mod tests {
         let e = method("POST", "/users/1?a=1&_method=DELETE", &[]).unwrap_err();
         assert_eq!(e, Ambiguity::MethodOverride("_method".into()));
         let e = method("POST", "/users/1?%5Fmethod=delete", &[]).unwrap_err();
-        assert_eq!(e.reason(), "method_override", "the parameter name is decoded");
+        assert_eq!(
+            e.reason(),
+            "method_override",
+            "the parameter name is decoded"
+        );
     }
 
     #[test]
     fn an_override_repeating_the_method_is_harmless() {
-        let own = method("POST", "/a?_method=post", &[("x-http-method-override", "POST")]);
+        let own = method(
+            "POST",
+            "/a?_method=post",
+            &[("x-http-method-override", "POST")],
+        );
         assert_eq!(own.unwrap(), "POST");
     }
 
@@ -150,7 +167,10 @@ mod tests {
     #[test]
     fn conflicting_or_malformed_overrides_are_refused_even_when_allowed() {
         for (path, headers) in [
-            ("/a", vec![("x-http-method", "DELETE"), ("x-method-override", "PUT")]),
+            (
+                "/a",
+                vec![("x-http-method", "DELETE"), ("x-method-override", "PUT")],
+            ),
             ("/a", vec![("x-http-method-override", "DE LETE")]),
             ("/a", vec![("x-http-method-override", "")]),
             ("/a?_method=PUT", vec![("x-http-method-override", "DELETE")]),

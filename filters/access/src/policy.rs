@@ -135,9 +135,18 @@ impl Policy for AccessPolicy {
             Ok(Verdict::Deny(reason)) => {
                 self.metrics.denied.inc(reason.code(), host);
                 if reason == DenyReason::NoClientAddress {
-                    log::info!("meshwall.access: 403 no client address (denied)");
+                    meshwall_core::policy_log!(
+                        info,
+                        crate::policy::AccessPolicy,
+                        "403 no client address (denied)"
+                    );
                 } else {
-                    log::debug!("meshwall.access: 403 {}", reason.code());
+                    meshwall_core::policy_log!(
+                        debug,
+                        crate::policy::AccessPolicy,
+                        "403 {}",
+                        reason.code()
+                    );
                 }
                 Action::Reply(LocalReply::problem(403, DENIED_DETAIL))
             }

@@ -80,8 +80,8 @@ impl ApiKeyPolicy {
     pub fn from_config(cfg: ApiKeyConfig, host: &dyn Host) -> Result<Self, ConfigError> {
         let c = compile(&cfg)?;
         if c.plain_keys > 0 {
-            log::warn!(
-                "meshwall.apikey: {} of {} keys are given in clear in the configuration; give them as `sha256:<64 hex digits>` so it holds no secret",
+            meshwall_core::policy_log!(warn, crate::policy::ApiKeyPolicy,
+                "{} of {} keys are given in clear in the configuration; give them as `sha256:<64 hex digits>` so it holds no secret",
                 c.plain_keys,
                 c.index.len()
             );
@@ -122,7 +122,12 @@ impl ApiKeyPolicy {
 
     fn deny(&self, d: Denial, host: &dyn Host) -> Action {
         self.metrics.denied.inc(d.reason(), host);
-        log::debug!("meshwall.apikey: request denied: {}", d.reason());
+        meshwall_core::policy_log!(
+            debug,
+            crate::policy::ApiKeyPolicy,
+            "request denied: {}",
+            d.reason()
+        );
         let reply = match d {
             Denial::Forbidden => LocalReply::problem(403, d.detail()),
             _ => LocalReply::builder(401, d.detail())

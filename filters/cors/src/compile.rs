@@ -183,8 +183,8 @@ fn resolve(f: &str, own: &Fields, base: &Fields) -> Result<Option<Resolved>, Con
             ));
         }
         if origins.iter().any(|m| m.matches(crate::origin::NULL)) {
-            log::warn!(
-                "meshwall.cors: {f}: the `null` origin with allow_credentials: any sandboxed frame or local file acts as the signed-in user"
+            meshwall_core::policy_log!(warn, crate::policy::CorsPolicy,
+                "{f}: the `null` origin with allow_credentials: any sandboxed frame or local file acts as the signed-in user"
             );
         }
     }

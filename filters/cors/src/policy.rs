@@ -445,7 +445,12 @@ impl Policy for CorsPolicy {
                     return Action::proceed();
                 }
                 self.metrics.preflight_denied.inc(why.reason(), host);
-                log::info!("meshwall.cors: 403 preflight not allowed: {}", why.reason());
+                meshwall_core::policy_log!(
+                    info,
+                    crate::policy::CorsPolicy,
+                    "403 preflight not allowed: {}",
+                    why.reason()
+                );
                 Action::Reply(
                     LocalReply::builder(403, "the CORS preflight is not allowed")
                         .member("reason", serde_json::Value::from(why.reason()))

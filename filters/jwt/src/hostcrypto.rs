@@ -287,7 +287,11 @@ pub fn self_test(alg: Alg, host: &dyn Host) -> Result<(), String> {
 pub fn choose(mode: VerifierMode, host: &dyn Host) -> Result<HostAlgs, String> {
     let mut algs = HostAlgs::default();
     if mode == VerifierMode::Wasm {
-        log::info!("meshwall.jwt: signatures verified in the module (verifier: wasm)");
+        meshwall_core::policy_log!(
+            info,
+            crate::policy::JwtPolicy,
+            "signatures verified in the module (verifier: wasm)"
+        );
         return Ok(algs);
     }
     let mut refused = Vec::new();
@@ -307,8 +311,10 @@ pub fn choose(mode: VerifierMode, host: &dyn Host) -> Result<HostAlgs, String> {
         .filter(|a| algs.uses(**a))
         .map(|a| format!("{a:?}"))
         .collect();
-    log::info!(
-        "meshwall.jwt: signatures verified by the host: [{}]; in the module: the rest{}",
+    meshwall_core::policy_log!(
+        info,
+        crate::policy::JwtPolicy,
+        "signatures verified by the host: [{}]; in the module: the rest{}",
         by_host.join(", "),
         if refused.is_empty() {
             String::new()

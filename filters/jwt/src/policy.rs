@@ -201,7 +201,12 @@ impl JwtPolicy {
 
     fn deny(&self, failure: Failure, host: &dyn Host) -> Action {
         self.metrics.denied.inc(failure.metric(), host);
-        log::debug!("meshwall.jwt: request denied: {}", failure.metric());
+        meshwall_core::policy_log!(
+            debug,
+            crate::policy::JwtPolicy,
+            "request denied: {}",
+            failure.metric()
+        );
         let desc = failure.description();
         let (status, challenge) = match failure {
             Failure::Missing => (401, format!("Bearer realm=\"{}\"", self.realm)),

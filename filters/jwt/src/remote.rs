@@ -203,8 +203,8 @@ impl Remote {
             return false;
         }
         if self.keys.borrow_mut().take().is_some() || !self.expired.get() {
-            log::warn!(
-                "meshwall.jwt: provider `{}`: JWKS not refreshed for cache_duration + max_stale (fetches from cluster `{}` failing): keys dropped, refusing protected requests with 401",
+            meshwall_core::policy_log!(warn, crate::policy::JwtPolicy,
+                "provider `{}`: JWKS not refreshed for cache_duration + max_stale (fetches from cluster `{}` failing): keys dropped, refusing protected requests with 401",
                 self.provider,
                 self.settings.cluster
             );
@@ -246,8 +246,10 @@ impl Remote {
                 self.keys_until_ms.set(st.keys_until_ms);
                 self.expired.set(false);
             }
-            Err(e) => log::warn!(
-                "meshwall.jwt: provider `{}`: shared JWKS unreadable: {}",
+            Err(e) => meshwall_core::policy_log!(
+                warn,
+                crate::policy::JwtPolicy,
+                "provider `{}`: shared JWKS unreadable: {}",
                 self.provider,
                 e.reason
             ),
@@ -267,8 +269,8 @@ impl Remote {
             } else {
                 "no JWKS loaded yet"
             };
-            log::warn!(
-                "meshwall.jwt: provider `{}`: {why} (fetch from cluster `{}` pending or failing); refusing protected requests with 401",
+            meshwall_core::policy_log!(warn, crate::policy::JwtPolicy,
+                "provider `{}`: {why} (fetch from cluster `{}` pending or failing); refusing protected requests with 401",
                 self.provider,
                 self.settings.cluster
             );
@@ -337,8 +339,10 @@ impl Remote {
         ) {
             Ok(token) => Some(Ok(token)),
             Err(e) => {
-                log::warn!(
-                    "meshwall.jwt: provider `{}`: JWKS fetch from cluster `{}` not dispatched: {e}",
+                meshwall_core::policy_log!(
+                    warn,
+                    crate::policy::JwtPolicy,
+                    "provider `{}`: JWKS fetch from cluster `{}` not dispatched: {e}",
                     self.provider,
                     self.settings.cluster
                 );
@@ -361,8 +365,10 @@ impl Remote {
     /// The answer to a fetch this worker started.
     pub fn on_response(&self, resp: &CalloutResponse, host: &dyn Host) -> FetchOutcome {
         if resp.status != 200 {
-            log::warn!(
-                "meshwall.jwt: provider `{}`: JWKS fetch failed: {}",
+            meshwall_core::policy_log!(
+                warn,
+                crate::policy::JwtPolicy,
+                "provider `{}`: JWKS fetch failed: {}",
                 self.provider,
                 if resp.status == 0 {
                     "no response (timeout, reset or no upstream)".to_string()
@@ -374,8 +380,10 @@ impl Remote {
             return FetchOutcome::Failed;
         }
         if resp.body_size > MAX_JWKS_BYTES {
-            log::warn!(
-                "meshwall.jwt: provider `{}`: fetched JWKS refused: {} bytes, over the limit of {MAX_JWKS_BYTES}",
+            meshwall_core::policy_log!(
+                warn,
+                crate::policy::JwtPolicy,
+                "provider `{}`: fetched JWKS refused: {} bytes, over the limit of {MAX_JWKS_BYTES}",
                 self.provider,
                 resp.body_size
             );
@@ -385,8 +393,10 @@ impl Remote {
         let (mut set, skipped) = match parse_jwks(&resp.body, false) {
             Ok(x) => x,
             Err(e) => {
-                log::warn!(
-                    "meshwall.jwt: provider `{}`: fetched JWKS refused: {} {}",
+                meshwall_core::policy_log!(
+                    warn,
+                    crate::policy::JwtPolicy,
+                    "provider `{}`: fetched JWKS refused: {} {}",
                     self.provider,
                     e.field,
                     e.reason
@@ -396,8 +406,10 @@ impl Remote {
             }
         };
         for e in &skipped {
-            log::warn!(
-                "meshwall.jwt: provider `{}`: JWKS key {} skipped: {}",
+            meshwall_core::policy_log!(
+                warn,
+                crate::policy::JwtPolicy,
+                "provider `{}`: JWKS key {} skipped: {}",
                 self.provider,
                 e.field,
                 e.reason
@@ -419,15 +431,19 @@ impl Remote {
             value.extend_from_slice(&v.to_le_bytes());
             value.extend_from_slice(&resp.body);
             if let Err(e) = host.shared_set(&self.jwks_key, &value, None) {
-                log::warn!(
-                    "meshwall.jwt: provider `{}`: storing JWKS failed: {e}",
+                meshwall_core::policy_log!(
+                    warn,
+                    crate::policy::JwtPolicy,
+                    "provider `{}`: storing JWKS failed: {e}",
                     self.provider
                 );
                 self.fetch_failed(host);
                 return FetchOutcome::Failed;
             }
-            log::info!(
-                "meshwall.jwt: provider `{}`: JWKS loaded ({} keys, {} skipped)",
+            meshwall_core::policy_log!(
+                info,
+                crate::policy::JwtPolicy,
+                "provider `{}`: JWKS loaded ({} keys, {} skipped)",
                 self.provider,
                 set.keys.len(),
                 skipped.len()

@@ -97,7 +97,11 @@ impl SharedCache {
         v.extend_from_slice(&entry.until.to_le_bytes());
         v.extend_from_slice(&entry.payload);
         if let Err(e) = host.shared_set(&self.slot_key(key), &v, None) {
-            log::debug!("meshwall.jwt: shared cache write failed: {e}");
+            meshwall_core::policy_log!(
+                debug,
+                crate::policy::JwtPolicy,
+                "shared cache write failed: {e}"
+            );
         }
     }
 }

@@ -37,7 +37,11 @@ pub fn verify(key: &Key, tok: &Decoded<'_>, c: &Check, host: &dyn Host) -> (bool
             match hostcrypto::verify(hk, tok.alg, tok.signed.as_bytes(), &tok.signature, host) {
                 Ok(ok) => return (ok, Path::Host),
                 Err(e) => {
-                    log::warn!("meshwall.jwt: host signature check failed, using the module: {e}")
+                    meshwall_core::policy_log!(
+                        warn,
+                        crate::policy::JwtPolicy,
+                        "host signature check failed, using the module: {e}"
+                    )
                 }
             }
         }

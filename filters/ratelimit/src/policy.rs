@@ -395,8 +395,10 @@ impl RateLimitPolicy {
             }
         }
         self.metrics.cas_exhausted.inc(host);
-        log::warn!(
-            "meshwall.ratelimit: gave up after {} compare-and-swap attempts (table_cas_exhausted)",
+        meshwall_core::policy_log!(
+            warn,
+            crate::policy::RateLimitPolicy,
+            "gave up after {} compare-and-swap attempts (table_cas_exhausted)",
             self.max_attempts
         );
         self.refund(&committed, targets, &seen, host);
@@ -412,7 +414,11 @@ impl RateLimitPolicy {
         why: &str,
     ) -> Outcome {
         self.metrics.errors.inc(host);
-        log::warn!("meshwall.ratelimit: rate-limit table unavailable: {why}");
+        meshwall_core::policy_log!(
+            warn,
+            crate::policy::RateLimitPolicy,
+            "rate-limit table unavailable: {why}"
+        );
         self.refund(committed, targets, seen, host);
         Outcome::Failed
     }
@@ -460,7 +466,11 @@ impl RateLimitPolicy {
             }
             if !done {
                 self.metrics.refunds_lost.inc(host);
-                log::warn!("meshwall.ratelimit: could not give back a token (table_refunds_lost)");
+                meshwall_core::policy_log!(
+                    warn,
+                    crate::policy::RateLimitPolicy,
+                    "could not give back a token (table_refunds_lost)"
+                );
             }
         }
     }
@@ -484,7 +494,11 @@ impl RateLimitPolicy {
             Ok(s) => s,
             Err(e) => {
                 self.metrics.errors.inc(host);
-                log::warn!("meshwall.ratelimit: rate-limit table unavailable: {e}");
+                meshwall_core::policy_log!(
+                    warn,
+                    crate::policy::RateLimitPolicy,
+                    "rate-limit table unavailable: {e}"
+                );
                 return failed();
             }
         };

@@ -110,7 +110,12 @@ impl Policy for SuitePolicy {
             host,
         )?;
         let suite = SuitePolicy { chain, enabled };
-        log::info!("meshwall.suite: policies on: {}", suite.enabled.join(", "));
+        meshwall_core::policy_log!(
+            info,
+            crate::policy::SuitePolicy,
+            "policies on: {}",
+            suite.enabled.join(", ")
+        );
         Ok(suite)
     }
 

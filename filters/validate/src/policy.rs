@@ -152,15 +152,22 @@ impl ValidatePolicy {
             (OnViolation::Report, _) | (OnViolation::Reject, Mode::ReportOnly) => {
                 ex.reported = true;
                 self.count(Metric::ReportOnly, host);
-                log::warn!(
-                    "meshwall.validate: report-only: would answer {}: {what}",
+                meshwall_core::policy_log!(
+                    warn,
+                    crate::policy::ValidatePolicy,
+                    "report-only: would answer {}: {what}",
                     reply.status
                 );
                 None
             }
             (OnViolation::Reject, Mode::Enforce) => {
                 self.count(metric, host);
-                log::info!("meshwall.validate: {} {what}", reply.status);
+                meshwall_core::policy_log!(
+                    info,
+                    crate::policy::ValidatePolicy,
+                    "{} {what}",
+                    reply.status
+                );
                 Some(Verdict::Reply(reply))
             }
         }
@@ -199,8 +206,10 @@ impl ValidatePolicy {
         if self.cfg.mode == Mode::ReportOnly {
             ex.reported = true;
             self.count(Metric::ReportOnly, host);
-            log::warn!(
-                "meshwall.validate: report-only: would answer 400: ambiguous request: {}",
+            meshwall_core::policy_log!(
+                warn,
+                crate::policy::ValidatePolicy,
+                "report-only: would answer 400: ambiguous request: {}",
                 a.reason()
             );
             return None;
@@ -353,16 +362,18 @@ impl Policy for ValidatePolicy {
             .map(|(m, labels)| registry.counter(m, labels).ok())
             .collect();
         if let Some(s) = &spec {
-            log::info!(
-                "meshwall.validate: OpenAPI {} loaded: {} paths, {} operations",
+            meshwall_core::policy_log!(
+                info,
+                crate::policy::ValidatePolicy,
+                "OpenAPI {} loaded: {} paths, {} operations",
                 s.version,
                 s.items.len(),
                 s.items.iter().map(|i| i.operations.len()).sum::<usize>()
             );
         }
         if !config.hold_headers {
-            log::warn!(
-                "meshwall.validate: hold_headers is off: request headers reach the upstream before the body is checked"
+            meshwall_core::policy_log!(warn, crate::policy::ValidatePolicy,
+                "hold_headers is off: request headers reach the upstream before the body is checked"
             );
         }
         let route_canon = CanonConfig {

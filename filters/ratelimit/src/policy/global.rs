@@ -160,7 +160,7 @@ impl Service {
     fn warn(&self, what: &str, host: &dyn Host) {
         let now = host.now_secs();
         if self.last_warn.replace(now) != now {
-            log::warn!("meshwall.ratelimit: {what}");
+            meshwall_core::policy_log!(warn, crate::policy::RateLimitPolicy, "{what}");
         }
     }
 }
@@ -322,7 +322,11 @@ impl RateLimitPolicy {
         host: &dyn Host,
     ) -> Action {
         let (Some(svc), Some(pending)) = (&self.service, ex.global.as_mut()) else {
-            log::error!("meshwall.ratelimit: an answer no request waits for");
+            meshwall_core::policy_log!(
+                error,
+                crate::policy::RateLimitPolicy,
+                "an answer no request waits for"
+            );
             return Action::Reply(LocalReply::problem(500, "filter error"));
         };
         if let Some(call) = pending

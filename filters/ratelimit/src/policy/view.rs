@@ -74,8 +74,7 @@ impl RateLimitPolicy {
     /// the header presence conditions, whose names must not be present in another spelling.
     pub(super) fn applies(&self, rule: &Rule, view: &View) -> Result<bool, Ambiguity> {
         let m = &rule.matcher;
-        if !m.path.matches(&view.path, &self.canon)
-            || !m.methods.matches(&view.method, &self.canon)
+        if !m.path.matches(&view.path, &self.canon) || !m.methods.matches(&view.method, &self.canon)
         {
             return Ok(false);
         }

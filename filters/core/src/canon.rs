@@ -257,6 +257,11 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// The upper-case hex digit of a nibble (`0..=15`).
+fn upper_hex(n: u8) -> char {
+    char::from_digit(u32::from(n), 16).map_or('0', |c| c.to_ascii_uppercase())
+}
+
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
@@ -328,8 +333,7 @@ pub fn canonical_path(raw: &str, cfg: &CanonConfig) -> Result<String, Ambiguity>
     // The segment just finished was empty (`//`).
     let mut last_empty = false;
     let mut i = 1;
-    while i < bytes.len() {
-        let b = bytes[i];
+    while let Some(&b) = bytes.get(i) {
         match b {
             b'/' => {
                 let s = std::mem::take(&mut seg);
@@ -395,10 +399,8 @@ pub fn canonical_path(raw: &str, cfg: &CanonConfig) -> Result<String, Ambiguity>
                         seg.escaped_dot |= v == b'.';
                     } else {
                         seg.text.push('%');
-                        seg.text
-                            .push(char::from(b"0123456789ABCDEF"[usize::from(h)]));
-                        seg.text
-                            .push(char::from(b"0123456789ABCDEF"[usize::from(l)]));
+                        seg.text.push(upper_hex(h));
+                        seg.text.push(upper_hex(l));
                     }
                 }
                 i += 3;

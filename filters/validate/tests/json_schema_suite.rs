@@ -11,6 +11,8 @@
 //! Run with `cargo test -p meshwall-validate --test json_schema_suite -- --nocapture` to
 //! see the pass rates.
 
+// Test code: an index out of range fails the test, which is what it should do.
+#![allow(clippy::indexing_slicing)]
 #![allow(clippy::unwrap_used)] // test code: a broken suite file should fail loudly
 
 use meshwall_validate::config::JsonLimits;

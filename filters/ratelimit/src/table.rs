@@ -94,7 +94,8 @@ impl Shard {
             .get(4..6)
             .and_then(|s| s.try_into().ok())
             .map(u16::from_le_bytes)?;
-        if usize::from(count) != slots {
+        // Bytes 6..8 are reserved (written as zeros): a value that uses them is another format.
+        if usize::from(count) != slots || bytes.get(6..HEADER_LEN) != Some([0u8, 0].as_slice()) {
             return None;
         }
         let mut out = Vec::with_capacity(slots);
@@ -241,9 +242,14 @@ mod tests {
         let mut bad = good.clone();
         bad[0] = b'X';
         assert_eq!(Shard::decode(&bad, 2), None, "magic");
-        let mut lying = good;
+        let mut lying = good.clone();
         lying[4] = 9;
         assert_eq!(Shard::decode(&lying, 2), None, "header slot count");
+        // Found by the ratelimit_rls fuzz target: reserved header bytes were accepted and
+        // written back as zeros (a decode/encode round trip that changed the value).
+        let mut reserved = good;
+        reserved[7] = 1;
+        assert_eq!(Shard::decode(&reserved, 2), None, "reserved header bytes");
         assert_eq!(Shard::decode(b"", 0), None);
     }
 

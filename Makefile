@@ -67,3 +67,17 @@ SOAK_SECONDS ?= 600
 SOAK_CONFIG ?= demo
 soak: build
 	SOAK_SECONDS=$(SOAK_SECONDS) .venv/bin/python scripts/soak.py --config $(SOAK_CONFIG)
+
+# --- fuzzing (FUZZING.md; fuzz/ is its own Cargo workspace) ---------------------------------
+# `make fuzz`: every cargo-fuzz target for FUZZ_SECONDS each (default 120: ~20 min for the ten),
+# FUZZ_JOBS at a time (default 1), FUZZ_TARGETS to pick some; summary in fuzz/out/summary.md.
+# Without a nightly toolchain the same harnesses run as a stable test (fuzz/src/replay.rs).
+# `make fuzz-smoke`: that stable replay, 3 s per target (seeds + generated inputs).
+FUZZ_SECONDS ?= 120
+.PHONY: fuzz fuzz-smoke
+fuzz:
+	@scripts/setup --fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
+fuzz-smoke:
+	FUZZ_SECONDS=3 FUZZ_STABLE=1 fuzz/run.sh

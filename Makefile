@@ -12,6 +12,8 @@ help:
 	@echo "make bench  side-by-side benchmark against Envoy's native filters"
 	@echo "make lint   cargo fmt --check and clippy (native and wasm, -D warnings)"
 	@echo "make oci    Wasm OCI images (no Docker) in oci/<filter>/, prints each sha256"
+	@echo "make fuzz   every cargo-fuzz target for FUZZ_SECONDS each (FUZZING.md)"
+	@echo "make soak   hostile traffic at saturation for SOAK_SECONDS against the full chain (SOAK.md)"
 
 setup:
 	@scripts/setup

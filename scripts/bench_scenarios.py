@@ -219,6 +219,22 @@ def scenario_jwt_shared(mode):
              Variant("meshwall.jwt LRU 8192 (hits)", [wasm_filter("jwt", dict(ours, jwt_cache_size=8192))], load=load)])
 
 
+def scenario_jwt_shared_2w(mode):
+    """The table between workers: two workers, 4,000 ES256 tokens in turn over several
+    connections (Envoy spreads them over both workers), each worker's LRU too small to keep
+    them. Without the table every worker verifies every token it meets; with it a token one
+    worker verified is read by the other."""
+    native, ours, load = jwt_setup("ES256", True)
+    return ("JWT shared verified-token table, 2 workers: 4,000 ES256 tokens in turn, per-worker LRU of 1,000",
+            [Variant("native jwt_authn ES256", [native], load=load),
+             Variant("meshwall.jwt no shared table", [wasm_filter("jwt", ours)], load=load),
+             Variant("meshwall.jwt shared 16384", [wasm_filter("jwt", dict(ours, shared_cache_size=16384))], load=load)])
+
+
+scenario_jwt_shared_2w.concurrency = 2
+scenario_jwt_shared_2w.modes = ("direct",)
+
+
 def scenario_jwt_ps256(mode):
     return ("JWT verification, 4,000 distinct PS256 tokens in turn (module only: the host has no RSA-PSS)", _jwt("PS256", True))
 
@@ -324,7 +340,7 @@ def scenario_floor(mode):
 from bench_apikey import scenario_apikey  # noqa: E402  (it imports Variant, Load, wasm_filter from here)
 
 SCENARIOS = {"floor": scenario_floor, "chain": scenario_chain, "suite7": scenario_suite7, "apikey": scenario_apikey, "headers": scenario_headers, "jwt-cached": scenario_jwt_cached,
-             "jwt-es256": scenario_jwt_es256, "jwt-rs256": scenario_jwt_rs256, "jwt-ps256": scenario_jwt_ps256, "jwt-eddsa": scenario_jwt_eddsa, "jwt-shared": scenario_jwt_shared, "ratelimit": scenario_ratelimit,
+             "jwt-es256": scenario_jwt_es256, "jwt-rs256": scenario_jwt_rs256, "jwt-ps256": scenario_jwt_ps256, "jwt-eddsa": scenario_jwt_eddsa, "jwt-shared": scenario_jwt_shared, "jwt-shared-2w": scenario_jwt_shared_2w, "ratelimit": scenario_ratelimit,
              "validate": scenario_validate}
 
 from bench_ratelimit_global import scenario_ratelimit_global  # noqa: E402  (starts Redis + meshwall-rls: its `services`)

@@ -7,7 +7,9 @@
 use crate::action::LocalReply;
 use crate::config::parse_config;
 use crate::exchange::{Exchange, Step};
-use crate::host::{CalloutResponse, GrpcResponse, Host, HostError, MetricId, MetricKind};
+use crate::host::{
+    CalloutResponse, GrpcResponse, GrpcUpstream, Host, HostError, MetricId, MetricKind,
+};
 use crate::http::{client_ip_from_address, split_pseudo, HeaderOp, Headers, Request, Response};
 use crate::policy::Policy;
 use proxy_wasm::hostcalls;
@@ -92,42 +94,26 @@ impl Host for WasmHost {
 
     fn grpc_call(
         &self,
-        cluster: &str,
+        upstream: GrpcUpstream<'_>,
         service: &str,
         method: &str,
         initial_metadata: &[(&str, &[u8])],
         message: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        // Envoy reads the upstream as a serialized `GrpcService` and, only when that fails to
-        // parse, as a cluster name: some names parse as a (wrong) GrpcService, so send the
-        // message (a name too long for it goes as it is).
-        let upstream = grpc_service(cluster).unwrap_or_else(|| cluster.to_string());
-        hostcalls::dispatch_grpc_call(
-            &upstream,
-            service,
-            method,
-            initial_metadata.to_vec(),
-            Some(message),
-            timeout,
-        )
-        .map_err(status_error)
-    }
-
-    fn grpc_call_with_authority(
-        &self,
-        cluster: &str,
-        authority: &str,
-        service: &str,
-        method: &str,
-        initial_metadata: &[(&str, &[u8])],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
-        let Some(upstream) = grpc_service_with_authority(cluster, authority) else {
-            return Err(HostError::Failed(
-                "cluster and authority: at most 123 ASCII bytes together".into(),
-            ));
+        let cluster = upstream.cluster;
+        let upstream = match upstream.authority {
+            Some(authority) => {
+                grpc_service_with_authority(cluster, authority).ok_or_else(|| {
+                    HostError::Failed(
+                        "cluster and authority: at most 123 ASCII bytes together".into(),
+                    )
+                })?
+            }
+            // Envoy reads the upstream as a serialized `GrpcService` and, only when that fails
+            // to parse, as a cluster name: some names parse as a (wrong) GrpcService, so send
+            // the message (a name too long for it goes as it is).
+            None => grpc_service(cluster).unwrap_or_else(|| cluster.to_string()),
         };
         hostcalls::dispatch_grpc_call(
             &upstream,

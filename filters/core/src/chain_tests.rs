@@ -57,7 +57,7 @@ impl Policy for Probe {
         )];
         if self.0.wait {
             let t = std::time::Duration::from_millis(20);
-            return match host.grpc_call("rls", "s", "M", &[], self.0.name.as_bytes(), t) {
+            return match host.grpc_call("rls".into(), "s", "M", &[], self.0.name.as_bytes(), t) {
                 Ok(_) => Action::Wait(ops),
                 Err(_) => Action::Reply(LocalReply::problem(503, &self.0.name)),
             };

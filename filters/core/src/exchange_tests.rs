@@ -296,7 +296,7 @@ impl Policy for WaitPolicy {
         let n: usize = req.headers.get("x-calls").unwrap_or("1").parse().unwrap();
         for _ in 0..n {
             let t = std::time::Duration::from_millis(20);
-            match host.grpc_call("rls", "svc", "M", &[], req.path.as_bytes(), t) {
+            match host.grpc_call("rls".into(), "svc", "M", &[], req.path.as_bytes(), t) {
                 Ok(token) => ex.pending.push(token),
                 Err(_) => return Action::Reply(LocalReply::problem(503, "no call")),
             }

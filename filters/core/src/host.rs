@@ -130,39 +130,20 @@ pub trait Host {
     ) -> Result<u32, HostError>;
 
     /// Starts a unary gRPC call (`service`/`method`, e.g.
-    /// `envoy.service.ratelimit.v3.RateLimitService`/`ShouldRateLimit`) to Envoy cluster
-    /// `cluster` (HTTP/2), with `message` (protobuf bytes) as the request. Made while handling
+    /// `envoy.service.ratelimit.v3.RateLimitService`/`ShouldRateLimit`) to `upstream` (an Envoy
+    /// cluster, HTTP/2, and optionally the `:authority` to send; `"cluster".into()`), with `message` (protobuf bytes) as the request. Made while handling
     /// a request's headers, its answer goes to that request ([`crate::Action::Wait`],
     /// `Policy::on_request_callout`) with the returned token. Envoy answers within `timeout`
     /// (with a non-zero status when the call fails or takes longer).
     fn grpc_call(
         &self,
-        cluster: &str,
+        upstream: GrpcUpstream<'_>,
         service: &str,
         method: &str,
         initial_metadata: &[(&str, &[u8])],
         message: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError>;
-
-    /// [`Host::grpc_call`] with the call's `:authority` set to `authority` (Envoy's
-    /// `EnvoyGrpc.authority`). Without it Envoy sends the cluster name, which a server refuses
-    /// when it is no valid authority (Istio's `outbound|8081||rls.ns.svc.cluster.local`: the
-    /// `|`). This default ignores `authority`.
-    #[allow(clippy::too_many_arguments)]
-    fn grpc_call_with_authority(
-        &self,
-        cluster: &str,
-        authority: &str,
-        service: &str,
-        method: &str,
-        initial_metadata: &[(&str, &[u8])],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
-        let _ = authority;
-        self.grpc_call(cluster, service, method, initial_metadata, message, timeout)
-    }
 
     /// Calls the host's foreign function `name` (`proxy_call_foreign_function`) with `arg`;
     /// `Ok(None)` when it answered without data. A host without the function answers
@@ -186,6 +167,25 @@ pub trait Host {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0)
+    }
+}
+
+/// Where a gRPC call goes: an Envoy cluster, and optionally the `:authority` to send (Envoy's
+/// `EnvoyGrpc.authority`). Without one Envoy sends the cluster name, which a server refuses when
+/// it is no valid authority (Istio's `outbound|8081||rls.ns.svc.cluster.local`: the `|`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcUpstream<'a> {
+    pub cluster: &'a str,
+    pub authority: Option<&'a str>,
+}
+
+impl<'a> From<&'a str> for GrpcUpstream<'a> {
+    /// A cluster, with Envoy's default authority.
+    fn from(cluster: &'a str) -> Self {
+        GrpcUpstream {
+            cluster,
+            authority: None,
+        }
     }
 }
 

@@ -36,7 +36,8 @@ pub use chain::Chain;
 pub use config::{parse_config, parse_duration, ConfigError};
 pub use exchange::{send, send_with, Exchange, Sent, Step};
 pub use host::{
-    CalloutResponse, GrpcResponse, Host, HostError, MemHost, MetricId, MetricKind, RecordedGrpcCall,
+    CalloutResponse, GrpcResponse, GrpcUpstream, Host, HostError, MemHost, MetricId, MetricKind,
+    RecordedGrpcCall,
 };
 pub use http::{HeaderOp, Headers, Request, Response};
 pub use matching::{MethodSet, PathMatch, RouteMatch, RouteMatchConfig};

@@ -3,7 +3,7 @@
 //! answers, and scripted foreign functions. Clones share everything, as a VM's workers share
 //! shared data.
 
-use crate::host::{GrpcResponse, Host, HostError, MetricId, MetricKind};
+use crate::host::{GrpcResponse, GrpcUpstream, Host, HostError, MetricId, MetricKind};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -295,7 +295,7 @@ impl Host for MemHost {
 
     fn grpc_call(
         &self,
-        cluster: &str,
+        upstream: GrpcUpstream<'_>,
         service: &str,
         method: &str,
         initial_metadata: &[(&str, &[u8])],
@@ -311,8 +311,8 @@ impl Host for MemHost {
         self.inner.next_token.set(token + 1);
         self.inner.grpc_calls.borrow_mut().push(RecordedGrpcCall {
             token,
-            cluster: cluster.to_string(),
-            authority: None,
+            cluster: upstream.cluster.to_string(),
+            authority: upstream.authority.map(str::to_string),
             service: service.to_string(),
             method: method.to_string(),
             initial_metadata: initial_metadata
@@ -322,23 +322,6 @@ impl Host for MemHost {
             message: message.to_vec(),
             timeout,
         });
-        Ok(token)
-    }
-
-    fn grpc_call_with_authority(
-        &self,
-        cluster: &str,
-        authority: &str,
-        service: &str,
-        method: &str,
-        initial_metadata: &[(&str, &[u8])],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
-        let token = self.grpc_call(cluster, service, method, initial_metadata, message, timeout)?;
-        if let Some(call) = self.inner.grpc_calls.borrow_mut().last_mut() {
-            call.authority = Some(authority.to_string());
-        }
         Ok(token)
     }
 }
@@ -405,7 +388,7 @@ mod tests {
         assert_eq!(h.next_grpc_answer(), None, "no responder, no call");
         let t1 = h
             .grpc_call(
-                "rls",
+                "rls".into(),
                 "svc",
                 "M",
                 &[("x-a", b"1")],
@@ -414,7 +397,14 @@ mod tests {
             )
             .unwrap();
         let t2 = worker
-            .grpc_call("rls", "svc", "M", &[], b"two", Duration::from_millis(20))
+            .grpc_call(
+                "rls".into(),
+                "svc",
+                "M",
+                &[],
+                b"two",
+                Duration::from_millis(20),
+            )
             .unwrap();
         assert_ne!(t1, t2);
         assert_eq!(h.next_grpc_answer(), None, "no responder yet");
@@ -440,10 +430,10 @@ mod tests {
         assert_eq!(calls[0].timeout, Duration::from_millis(20));
         h.fail_next_grpc_calls(1);
         assert!(h
-            .grpc_call("rls", "s", "M", &[], b"", Duration::ZERO)
+            .grpc_call("rls".into(), "s", "M", &[], b"", Duration::ZERO)
             .is_err());
         assert!(h
-            .grpc_call("rls", "s", "M", &[], b"", Duration::ZERO)
+            .grpc_call("rls".into(), "s", "M", &[], b"", Duration::ZERO)
             .is_ok());
         assert_eq!(
             h.grpc_calls().len(),

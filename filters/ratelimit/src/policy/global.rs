@@ -28,7 +28,7 @@ use crate::config::{
 use crate::rls::{self, ceil_secs, unit_secs, Code, RateLimitResponse};
 use meshwall_core::host::grpc_status;
 use meshwall_core::metrics::{Counter, Label};
-use meshwall_core::{Action, ConfigError, GrpcResponse, HeaderOp, Host, LocalReply};
+use meshwall_core::{Action, ConfigError, GrpcResponse, GrpcUpstream, HeaderOp, Host, LocalReply};
 use prost::Message;
 use std::cell::Cell;
 use std::time::Duration;
@@ -267,25 +267,18 @@ impl RateLimitPolicy {
             }
             let message = rls::request(&svc.domain, group.iter().map(|(_, e)| e.as_slice()));
             let rules = group.iter().map(|(i, _)| *i).collect();
-            let sent = match &svc.authority {
-                Some(authority) => host.grpc_call_with_authority(
-                    &svc.cluster,
-                    authority,
-                    rls::SERVICE,
-                    rls::METHOD,
-                    &[],
-                    &message,
-                    svc.timeout,
-                ),
-                None => host.grpc_call(
-                    &svc.cluster,
-                    rls::SERVICE,
-                    rls::METHOD,
-                    &[],
-                    &message,
-                    svc.timeout,
-                ),
+            let upstream = GrpcUpstream {
+                cluster: &svc.cluster,
+                authority: svc.authority.as_deref(),
             };
+            let sent = host.grpc_call(
+                upstream,
+                rls::SERVICE,
+                rls::METHOD,
+                &[],
+                &message,
+                svc.timeout,
+            );
             let (token, result) = match sent {
                 Ok(token) => (token, None),
                 Err(e) => {

@@ -139,7 +139,7 @@ impl Host for RaceHost {
     }
     fn grpc_call(
         &self,
-        c: &str,
+        c: meshwall_core::host::GrpcUpstream<'_>,
         s: &str,
         m: &str,
         md: &[(&str, &[u8])],

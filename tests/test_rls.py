@@ -144,7 +144,7 @@ def test_redis_stopped_deny_gives_503_allow_gives_200_and_restart_recovers(fleet
         assert unavailable >= 20, unavailable
         errors = sum(r.metric('meshwall_rls_redis_errors_total{kind="connection"}') +
                      r.metric('meshwall_rls_redis_errors_total{kind="timeout"}') for r in replicas)
-        assert errors >= 23
+        assert errors >= unavailable, (errors, unavailable)   # every UNAVAILABLE had its Redis error
         assert replicas[0].http("/readyz")[0] == 503
 
         # Back, on the same port: no restart of Envoy or meshwall-rls. (Redis ran without

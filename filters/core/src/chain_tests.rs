@@ -324,6 +324,19 @@ fn waits(name: &str) -> Cfg {
     }
 }
 
+/// `GET /` through `chain`, each callout answered by `h` as it comes.
+fn get_answered(chain: &Three, h: &MemHost) -> crate::exchange::Sent {
+    send_with(
+        chain,
+        h,
+        &Request::new("GET", "/", &[]),
+        None,
+        None,
+        &ok(),
+        &mut || h.next_grpc_answer(),
+    )
+}
+
 /// Answers every call with `deny` when its message (the caller's name) is in `denied`.
 fn answering(denied: &'static [&'static str]) -> MemHost {
     let h = MemHost::new();
@@ -347,15 +360,7 @@ fn a_waiting_policy_holds_the_rest_of_the_chain_until_its_answer() {
     let step = x.request_headers(&chain, Request::new("GET", "/", &[]), true, &h);
     assert!(matches!(step, crate::exchange::Step::Pause(_)));
     assert!(x.ex.first && x.ex.second.first && !x.ex.second.second);
-    let s = send_with(
-        &chain,
-        &h,
-        &Request::new("GET", "/", &[]),
-        None,
-        None,
-        &ok(),
-        &mut || h.next_grpc_answer(),
-    );
+    let s = get_answered(&chain, &h);
     assert_eq!(s.status, 200);
     let up = s.upstream.clone().unwrap();
     assert_eq!(
@@ -370,15 +375,7 @@ fn a_waiting_policy_holds_the_rest_of_the_chain_until_its_answer() {
 #[test]
 fn an_answer_that_refuses_ends_the_request_phase() {
     let h = answering(&["b"]);
-    let s = send_with(
-        &three(cfg("a"), waits("b"), cfg("c")),
-        &h,
-        &Request::new("GET", "/", &[]),
-        None,
-        None,
-        &ok(),
-        &mut || h.next_grpc_answer(),
-    );
+    let s = get_answered(&three(cfg("a"), waits("b"), cfg("c")), &h);
     assert_eq!((s.status, s.problem()["detail"].as_str()), (429, Some("b")));
     assert!(s.upstream.is_none());
     assert_eq!(s.header("x-resp"), Some("c?ba"), "c never saw the request");
@@ -388,15 +385,7 @@ fn an_answer_that_refuses_ends_the_request_phase() {
 fn each_waiting_policy_gets_its_own_answer_in_turn() {
     let h = answering(&[]);
     let chain = three(waits("a"), cfg("b"), waits("c"));
-    let s = send_with(
-        &chain,
-        &h,
-        &Request::new("GET", "/", &[]),
-        None,
-        None,
-        &ok(),
-        &mut || h.next_grpc_answer(),
-    );
+    let s = get_answered(&chain, &h);
     assert_eq!(s.status, 200);
     let up = s.upstream.unwrap();
     assert_eq!(up.headers.get("x-path"), Some("abc"));
@@ -412,15 +401,7 @@ fn each_waiting_policy_gets_its_own_answer_in_turn() {
     );
     // The second one refuses: the first one's changes never reached the upstream.
     let h = answering(&["c"]);
-    let s = send_with(
-        &chain,
-        &h,
-        &Request::new("GET", "/", &[]),
-        None,
-        None,
-        &ok(),
-        &mut || h.next_grpc_answer(),
-    );
+    let s = get_answered(&chain, &h);
     assert_eq!((s.status, s.upstream), (429, None));
 }
 

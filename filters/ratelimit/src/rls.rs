@@ -21,6 +21,22 @@ pub struct RateLimitRequest {
     pub hits_addend: u32,
 }
 
+#[cfg(test)]
+impl RateLimitRequest {
+    /// Each descriptor as its `(key, value)` entries (what tests compare).
+    pub fn entry_pairs(&self) -> Vec<Vec<(String, String)>> {
+        self.descriptors
+            .iter()
+            .map(|d| {
+                d.entries
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.clone()))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 /// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor`.
 #[derive(Clone, PartialEq, Message)]
 pub struct RateLimitDescriptor {
@@ -204,17 +220,7 @@ mod tests {
         let b = [("generic_key".to_string(), "all".to_string())];
         let back = RateLimitRequest::decode(request("d", [&a[..], &b[..]].into_iter()).as_slice())
             .unwrap();
-        let got: Vec<Vec<(String, String)>> = back
-            .descriptors
-            .iter()
-            .map(|d| {
-                d.entries
-                    .iter()
-                    .map(|e| (e.key.clone(), e.value.clone()))
-                    .collect()
-            })
-            .collect();
-        assert_eq!(got, [a.to_vec(), b.to_vec()]);
+        assert_eq!(back.entry_pairs(), [a.to_vec(), b.to_vec()]);
     }
 
     #[test]

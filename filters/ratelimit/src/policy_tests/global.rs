@@ -42,16 +42,7 @@ impl FakeRls {
 
     pub(super) fn answer(&self, call: &RecordedGrpcCall) -> GrpcResponse {
         let req = RateLimitRequest::decode(call.message.as_slice()).unwrap();
-        let keys: Vec<Vec<(String, String)>> = req
-            .descriptors
-            .iter()
-            .map(|d| {
-                d.entries
-                    .iter()
-                    .map(|e| (e.key.clone(), e.value.clone()))
-                    .collect()
-            })
-            .collect();
+        let keys = req.entry_pairs();
         let limit_of = |k: &Vec<(String, String)>| {
             let first = k.first().map(|(key, _)| key.as_str()).unwrap_or("");
             self.limits
@@ -137,17 +128,7 @@ fn sent_descriptors(fake: &FakeRls) -> Vec<Vec<Vec<(String, String)>>> {
     fake.requests
         .borrow()
         .iter()
-        .map(|r| {
-            r.descriptors
-                .iter()
-                .map(|d| {
-                    d.entries
-                        .iter()
-                        .map(|e| (e.key.clone(), e.value.clone()))
-                        .collect()
-                })
-                .collect()
-        })
+        .map(RateLimitRequest::entry_pairs)
         .collect()
 }
 

@@ -5,7 +5,7 @@ use crate::parse_request;
 use meshwall_core::canon::{fold_header_name, same_header};
 use meshwall_core::client::{canonical_ip, client_ip, parse_ip};
 use meshwall_core::http::{cookie_pairs, lenient_name, other_spelling, query_pairs};
-use meshwall_core::{canonical_path, CanonConfig, MethodSet, PathMatch};
+use meshwall_core::{canonical_path, canonical_request_path, CanonConfig, MethodSet, PathMatch};
 
 /// The `canonical` options from the bits of `flags`, read as configuration JSON (so options
 /// added to `CanonConfig` later are picked up by name; an older core without them gets the
@@ -41,6 +41,17 @@ pub fn request(data: &[u8]) {
     };
     let cfg = cfg(flags);
     let (req, _body) = parse_request(rest);
+    // The request's path with the URL override check: the same path or refusal as the target
+    // alone, or a refusal for the override (never another path).
+    match (
+        canonical_path(&req.path, &cfg),
+        canonical_request_path(&req, &cfg),
+    ) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "{:?}", req.path),
+        (Err(a), Err(b)) => assert_eq!(a, b, "{:?}", req.path),
+        (Ok(_), Err(e)) => assert_eq!(e.reason(), "url_override", "{:?}", req.path),
+        (Err(e), Ok(p)) => panic!("{p:?} accepted, the target alone refused: {e:?}"),
+    }
     if let Ok(c) = canonical_path(&req.path, &cfg) {
         // `*` (asterisk-form, `OPTIONS *`) is the one canonical path that is not absolute;
         // it comes only from a path that is exactly `*` (before any query).
@@ -48,19 +59,38 @@ pub fn request(data: &[u8]) {
             assert_eq!(req.path.split('?').next(), Some("*"), "{:?}", req.path);
             return;
         }
-        assert!(c.starts_with('/'), "not absolute: {c:?} from {:?}", req.path);
-        assert!(!c.contains('?') && !c.contains('#'), "query or fragment kept: {c:?}");
+        assert!(
+            c.starts_with('/'),
+            "not absolute: {c:?} from {:?}",
+            req.path
+        );
+        assert!(
+            !c.contains('?') && !c.contains('#'),
+            "query or fragment kept: {c:?}"
+        );
         for seg in c.split('/').skip(1) {
-            assert!(seg != "." && seg != "..", "dot segment kept: {c:?} from {:?}", req.path);
+            assert!(
+                seg != "." && seg != "..",
+                "dot segment kept: {c:?} from {:?}",
+                req.path
+            );
         }
         let inner = c.strip_suffix('/').unwrap_or(&c);
-        assert!(!inner.get(1..).unwrap_or("").contains("//"), "empty segment kept: {c:?}");
+        assert!(
+            !inner.get(1..).unwrap_or("").contains("//"),
+            "empty segment kept: {c:?}"
+        );
         // A raw `\` kept as data (`allow_backslashes`) is written `%5C`, which reads back as an
         // encoded slash: refused again unless `allow_encoded_slashes` (by design; the
         // canonical form is compared, never fed back).
         let backslash_data = c.to_ascii_uppercase().contains("%5C") && !cfg.allow_encoded_slashes;
         if !backslash_data {
-            assert_eq!(canonical_path(&c, &cfg).as_deref(), Ok(c.as_str()), "not idempotent, from {:?}", req.path);
+            assert_eq!(
+                canonical_path(&c, &cfg).as_deref(),
+                Ok(c.as_str()),
+                "not idempotent, from {:?}",
+                req.path
+            );
         }
         if cfg.case_insensitive_paths {
             assert!(!upper_outside_escapes(&c), "upper case kept: {c:?}");
@@ -97,10 +127,16 @@ pub fn request(data: &[u8]) {
             assert_eq!(fold_header_name(&f), f, "fold not idempotent for {a:?}");
         }
         if let Some(b) = names.get(i + 1) {
-            assert_eq!(same_header(a, b), f == fold_header_name(b), "folds disagree on {a:?} / {b:?}");
+            assert_eq!(
+                same_header(a, b),
+                f == fold_header_name(b),
+                "folds disagree on {a:?} / {b:?}"
+            );
         }
         let _ = req.headers.single(a);
-        let _ = req.headers.check_spellings([*a, "x-forwarded-for", "authorization"]);
+        let _ = req
+            .headers
+            .check_spellings([*a, "x-forwarded-for", "authorization"]);
         let _ = req.headers.get_all_folded(a).count();
     }
     for hops in [0, 1, 2, 7, u32::MAX] {
@@ -110,7 +146,11 @@ pub fn request(data: &[u8]) {
     }
     if let Some(peer) = &req.client_ip {
         if let Some(ip) = parse_ip(peer) {
-            assert_eq!(parse_ip(&ip.to_string()), Some(ip), "address does not read back: {peer:?}");
+            assert_eq!(
+                parse_ip(&ip.to_string()),
+                Some(ip),
+                "address does not read back: {peer:?}"
+            );
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::compile::{self, Allow, Compiled, DenyReason, Metrics};
 use crate::config::AccessConfig;
 use meshwall_core::client::client_ip;
 use meshwall_core::{
-    canonical_path, Action, Ambiguity, CanonConfig, ConfigError, Host, LocalReply, Policy,
+    canonical_request_path, Action, Ambiguity, CanonConfig, ConfigError, Host, LocalReply, Policy,
     Refusals, Request,
 };
 use std::net::IpAddr;
@@ -89,7 +89,7 @@ impl AccessPolicy {
             }
             let p = match &path {
                 Some(p) => p,
-                None => path.insert(canonical_path(&req.path, &self.canon)?),
+                None => path.insert(canonical_request_path(req, &self.canon)?),
             };
             if !rule.route.path.matches(p, &self.canon) {
                 continue;

@@ -15,8 +15,8 @@ use crate::sources::{extract, removal_ops, Refused, Source};
 use meshwall_core::canon::same_header;
 use meshwall_core::metrics::Counter;
 use meshwall_core::{
-    canonical_path, Action, CanonConfig, ConfigError, HeaderOp, Headers, Host, LocalReply, Policy,
-    Refusals, Request,
+    canonical_request_path, Action, CanonConfig, ConfigError, HeaderOp, Headers, Host, LocalReply,
+    Policy, Refusals, Request,
 };
 
 /// Why a request is denied (401, or 403 for `Forbidden`).
@@ -160,7 +160,7 @@ impl ApiKeyPolicy {
 
     fn decide(&self, req: &Request, host: &dyn Host) -> Action {
         // The one view every rule matches on; an ambiguous request goes no further.
-        let path = match canonical_path(&req.path, &self.canon) {
+        let path = match canonical_request_path(req, &self.canon) {
             Ok(p) => p,
             Err(a) => return self.refusals.refuse(&a, host),
         };

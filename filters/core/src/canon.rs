@@ -28,6 +28,10 @@
 //! The method ([`crate::http::effective_method`]): a method override (`X-HTTP-Method-Override`
 //! and its variants in any spelling, `_method` in the query of a POST) naming another method is
 //! refused, or with `allow_method_override` is the method matched on.
+//!
+//! The URL override ([`crate::url_override::canonical_request_path`]): `X-Original-URL` or
+//! `X-Rewrite-URL` (any spelling) naming another path than the request's is refused (IIS URL
+//! Rewrite, Zend, old Symfony route on it), unless `allow_url_override`.
 
 use serde::Deserialize;
 
@@ -68,6 +72,9 @@ pub enum Ambiguity {
     /// `_method` query parameter on a POST, naming another method: Express, Rails, Laravel and
     /// Symfony run that method's handler, while the policy would match the request's own.
     MethodOverride(String),
+    /// `X-Original-URL` or `X-Rewrite-URL` (any spelling) naming another path than the
+    /// request's: IIS URL Rewrite, Zend and old Symfony route on it.
+    UrlOverride(String),
     /// A header given in two spellings that backends fold together (`x_user_id` beside
     /// `x-user-id`), or in a spelling other than the configured one.
     HeaderSpelling(String),
@@ -98,6 +105,7 @@ impl Ambiguity {
             Ambiguity::SegmentTrailingDot => "path_segment_trailing_dot",
             Ambiguity::OverlongUtf8 => "path_overlong_utf8",
             Ambiguity::MethodOverride(_) => "method_override",
+            Ambiguity::UrlOverride(_) => "url_override",
             Ambiguity::HeaderSpelling(_) => "header_spelling",
             Ambiguity::RepeatedHeader(_) => "repeated_header",
             Ambiguity::RepeatedCookie(_) => "repeated_cookie",
@@ -121,6 +129,7 @@ impl Ambiguity {
         "path_segment_trailing_dot",
         "path_overlong_utf8",
         "method_override",
+        "url_override",
         "header_spelling",
         "repeated_header",
         "repeated_cookie",
@@ -164,6 +173,7 @@ impl Ambiguity {
             Ambiguity::MethodOverride(n) => {
                 format!("'{n}' names another method than the request's")
             }
+            Ambiguity::UrlOverride(n) => format!("'{n}' names another path than the request's"),
             Ambiguity::HeaderSpelling(n) => {
                 format!("header '{n}' is given in another spelling ('_' for '-')")
             }
@@ -231,6 +241,9 @@ pub struct CanonConfig {
     /// Accept a method override (`X-HTTP-Method-Override` and its variants, `_method` on a
     /// POST) and match on the method it names, as the backend will, instead of refusing it.
     pub allow_method_override: bool,
+    /// Do not check `X-Original-URL` / `X-Rewrite-URL`: for gateways whose backends never read
+    /// them (or that remove them before the backend).
+    pub allow_url_override: bool,
 }
 
 impl Default for CanonConfig {
@@ -244,6 +257,7 @@ impl Default for CanonConfig {
             head_matches_get: true,
             allow_trailing_dots: false,
             allow_method_override: false,
+            allow_url_override: false,
         }
     }
 }

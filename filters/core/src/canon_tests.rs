@@ -166,6 +166,7 @@ fn every_reason_is_listed() {
         SegmentTrailingDot,
         OverlongUtf8,
         MethodOverride("x-http-method-override".into()),
+        UrlOverride("x-original-url".into()),
         HeaderSpelling("h".into()),
         RepeatedHeader("h".into()),
         RepeatedCookie("c".into()),

@@ -20,6 +20,7 @@ pub mod memhost;
 pub mod method;
 pub mod metrics;
 pub mod policy;
+pub mod url_override;
 
 #[cfg(target_arch = "wasm32")]
 pub mod adaptor;
@@ -43,6 +44,7 @@ pub use http::{HeaderOp, Headers, Request, Response};
 pub use matching::{MethodSet, PathMatch, RouteMatch, RouteMatchConfig};
 pub use method::effective_method;
 pub use policy::Policy;
+pub use url_override::canonical_request_path;
 
 /// Exports a proxy-wasm module that runs policy `$policy`. Put it in the filter crate's
 /// `lib.rs`; it expands to nothing outside wasm builds, and nothing unless the crate's

@@ -28,7 +28,7 @@ use meshwall_core::canon::same_header;
 use meshwall_core::config::is_tchar;
 use meshwall_core::metrics::{Counter, Counters, Label, Registry};
 use meshwall_core::{
-    canonical_path, Action, Ambiguity, CanonConfig, ConfigError, HeaderOp, Headers, Host,
+    canonical_request_path, Action, Ambiguity, CanonConfig, ConfigError, HeaderOp, Headers, Host,
     LocalReply, Policy, Refusals, Request, Response,
 };
 
@@ -337,7 +337,7 @@ impl CorsPolicy {
     }
 
     fn try_decide(&self, req: &Request) -> Result<Decision, Ambiguity> {
-        let path = canonical_path(&req.path, &self.canon)?;
+        let path = canonical_request_path(req, &self.canon)?;
         // Not matched on here, but a method override would make the backend run another
         // handler than the one this answer was decided for.
         meshwall_core::effective_method(req, &self.canon)?;

@@ -23,8 +23,8 @@ use lru::LruCache;
 use meshwall_core::canon::same_header;
 use meshwall_core::metrics::{Counter, Counters, Label, Registry};
 use meshwall_core::{
-    canonical_path, Action, CalloutResponse, CanonConfig, ConfigError, HeaderOp, Headers, Host,
-    LocalReply, Policy, Refusals, Request,
+    canonical_request_path, Action, CalloutResponse, CanonConfig, ConfigError, HeaderOp, Headers,
+    Host, LocalReply, Policy, Refusals, Request,
 };
 use serde_json::{Map, Value};
 use std::cell::RefCell;
@@ -393,7 +393,7 @@ impl JwtPolicy {
 
     fn decide(&self, req: &Request, host: &dyn Host) -> Action {
         // The one view every rule matches on; an ambiguous request goes no further.
-        let path = match canonical_path(&req.path, &self.canon) {
+        let path = match canonical_request_path(req, &self.canon) {
             Ok(p) => p,
             Err(a) => return self.refusals.refuse(&a, host),
         };

@@ -9,8 +9,8 @@ use boon::SchemaIndex;
 use meshwall_core::http::query_pairs;
 use meshwall_core::metrics::{Counter, Label, Registry};
 use meshwall_core::{
-    canonical_path, Action, Ambiguity, Body, CanonConfig, ConfigError, Host, LocalReply, Policy,
-    Refusals, Request, Verdict,
+    canonical_request_path, Action, Ambiguity, Body, CanonConfig, ConfigError, Host, LocalReply,
+    Policy, Refusals, Request, Verdict,
 };
 use serde_json::{json, Value};
 
@@ -232,7 +232,7 @@ impl ValidatePolicy {
         req: &Request,
         host: &dyn Host,
     ) -> Result<Routed<'s>, Action> {
-        let path = match canonical_path(&req.path, &self.route_canon) {
+        let path = match canonical_request_path(req, &self.route_canon) {
             Ok(p) => p,
             Err(a) => {
                 return Err(self

@@ -3,6 +3,7 @@
 //! when a rule needs it.
 
 use super::*;
+use meshwall_core::canonical_path;
 
 const ROUTES: &str = r#"{
   "rules": [

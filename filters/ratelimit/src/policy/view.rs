@@ -13,7 +13,7 @@ use super::RateLimitPolicy;
 use crate::compile::{Part, Rule};
 use crate::config::OnMissingKey;
 use meshwall_core::client::client_ip;
-use meshwall_core::{canonical_path, Ambiguity, CanonConfig, Request};
+use meshwall_core::{canonical_request_path, Ambiguity, CanonConfig, Request};
 use std::borrow::Cow;
 use std::net::IpAddr;
 
@@ -31,7 +31,7 @@ impl<'a> View<'a> {
     pub(super) fn new(req: &'a Request, canon: &CanonConfig) -> Result<Self, Ambiguity> {
         Ok(View {
             req,
-            path: canonical_path(&req.path, canon)?,
+            path: canonical_request_path(req, canon)?,
             method: meshwall_core::effective_method(req, canon)?.into_owned(),
         })
     }

@@ -32,6 +32,9 @@ HMAC_HASHES = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashli
 P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 P384_N = int("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF"
              "581A0DB248B0A77AECEC196ACCC52973", 16)
+# Field primes of the NIST curves (> n: an r or s in [n, p) is a valid coordinate, not a scalar).
+P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
+P384_P = 2**384 - 2**128 - 2**96 + 2**32 - 1
 # Order of the Ed25519 base point.
 ED25519_L = 2**252 + 27742317777372353535851937790883648493
 
@@ -67,6 +70,7 @@ class KeySet:
         self.ec384 = ec.generate_private_key(ec.SECP384R1())
         self.ed = ed25519.Ed25519PrivateKey.generate()
         self.hs = {"HS256": _rand(32), "HS384": _rand(48), "HS512": _rand(64)}
+        self.extra: list = []   # more JWKs (added by tests/jwt_redteam_sigs.py)
 
     def kid(self, alg: str) -> str:
         """The kid of the key that signs a valid `alg` token."""
@@ -94,7 +98,7 @@ class KeySet:
             if alg == "HS256":
                 k["alg"] = "HS256"
             keys.append(k)
-        return {"keys": keys}
+        return {"keys": keys + self.extra}
 
 
 def _rand(n: int) -> bytes:
@@ -143,6 +147,16 @@ def sign(alg: str, key, data: bytes) -> bytes:
     if alg == "EdDSA":
         return key.sign(data)
     raise ValueError(alg)
+
+
+def rsa_raw(key, em: bytes) -> bytes:
+    """The raw RSA signature (em^d mod n) of an encoded message of the modulus length: lets a
+    test sign encodings no library would produce (other DigestInfo, garbage after the hash)."""
+    nums = key.private_numbers()
+    n = nums.public_numbers.n
+    k = (n.bit_length() + 7) // 8
+    assert len(em) == k, (len(em), k)
+    return pow(int.from_bytes(em, "big"), nums.d, n).to_bytes(k, "big")
 
 
 def ecdsa_der(alg: str, key, data: bytes) -> bytes:

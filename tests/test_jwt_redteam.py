@@ -19,6 +19,7 @@ import harness
 from jwt_redteam_gen import ALGS, P256_N, P384_N, b64u_decode, int_bytes, rsa_jwk
 from jwt_redteam_cases import (ATTACKER, ATTACKER_HITS, ATTACKER_PORT, ATTACKS, INLINE, MISSING, PATH, R_ISS, REMOTE,
                                SENT, VALID, claims, good, resign, sig_of)
+import jwt_redteam_sigs  # noqa: F401,E402  (registers more VALID and ATTACKS cases)
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,6 +93,20 @@ def _assert_problem(r, status):
     assert r.json()["status"] == status
 
 
+# The verdict of every case on each path: (status, WWW-Authenticate, body). Pytest runs all the
+# tests of one `env` parameter before the other's, so the second path's run compares each case
+# with the first's: same status AND same reason (the challenge's error_description, the body).
+VERDICTS: dict = {"host": {}, "wasm": {}}
+
+
+def _same_verdict_on_both_paths(env, case, r):
+    mine = (r.status, r.header("www-authenticate"), r.body if r.status != 200 else None)
+    VERDICTS[env.verifier][case] = mine
+    other = VERDICTS["wasm" if env.verifier == "host" else "host"].get(case)
+    if other is not None:
+        assert mine == other, f"{case}: {env.verifier} {mine} but the other path {other}"
+
+
 SPOOFED = [("x-user-id", "spoofed"), ("x-user-roles", "admin"), ("x-tenant", "evil"), ("x-jwt-payload", "e30")]
 
 
@@ -107,6 +122,7 @@ def test_valid_token_passes(env, name):
     build, sub = VALID[name]
     tok = build()
     r = env.request("GET", PATH, [("Authorization", "Bearer " + tok)] + SPOOFED)
+    _same_verdict_on_both_paths(env, "valid:" + name, r)
     assert r.status == 200, r
     seen = _upstream_headers(r)
     assert "authorization" not in seen                      # forward: false
@@ -148,6 +164,7 @@ def test_attack_is_401(env, name):
     pieces = _token_pieces(path, headers)
     SENT.extend(p for p in pieces if len(p) >= 24)
     r = env.request("GET", path, headers + [("x-user-id", "spoofed")])
+    _same_verdict_on_both_paths(env, "attack:" + name, r)
     _assert_problem(r, 401)
     wa = r.header("www-authenticate") or ""
     assert wa.startswith('Bearer realm="meshwall"'), r
@@ -171,6 +188,14 @@ def test_high_s_ecdsa_is_accepted_like_jwt_simple(env):
         high = resign(t, int_bytes(r, size) + int_bytes(n - s, size))
         res = env.request("GET", PATH, {"Authorization": "Bearer " + high})
         assert res.status == 200, res
+
+
+def test_both_paths_were_compared(env):
+    """Runs after the cases of this path: when the other path ran first, every case was compared."""
+    other = VERDICTS["wasm" if env.verifier == "host" else "host"]
+    if other:
+        mine = VERDICTS[env.verifier]
+        assert set(mine) == set(other), sorted(set(mine) ^ set(other))[:10]
 
 
 def test_attacker_urls_never_fetched(env):

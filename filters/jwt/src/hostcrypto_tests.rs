@@ -320,6 +320,55 @@ fn host_and_module_verdicts_are_identical() {
             header.as_object_mut().unwrap().remove(k);
         }
     }
+    // ECDSA halves with a leading zero byte (valid: the DER drops it), coordinates ≥ n in
+    // place of a scalar (r or s = p), RSA values at the modulus, its leading byte dropped.
+    let p256_p = hex32(*b"FFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF");
+    let p384_p = hex48(*b"FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFFFF0000000000000000FFFFFFFF");
+    type Signer<'a> = Box<dyn Fn(u64) -> String + 'a>;
+    let signers: [(usize, Signer); 2] = [
+        (
+            32,
+            Box::new(|i| {
+                es.sign(claims(now + 600).with_jwt_id(i.to_string()))
+                    .unwrap()
+            }),
+        ),
+        (
+            48,
+            Box::new(|i| {
+                es384
+                    .sign(claims(now + 600).with_jwt_id(i.to_string()))
+                    .unwrap()
+            }),
+        ),
+    ];
+    for half in [0usize, 1] {
+        for (size, sign) in &signers {
+            let lead = (0..20_000u64).map(sign).find(|t| {
+                let sig = URL_SAFE_NO_PAD
+                    .decode(t.rsplit('.').next().unwrap())
+                    .unwrap();
+                sig[half * size] == 0
+            });
+            toks.push(lead.unwrap());
+        }
+    }
+    for (t, p) in [(&base[3], &p256_p[..]), (&base[4], &p384_p[..])] {
+        let sig = URL_SAFE_NO_PAD
+            .decode(t.rsplit('.').next().unwrap())
+            .unwrap();
+        let half = sig.len() / 2;
+        toks.push(resign(t, &[p, &sig[half..]].concat()));
+        toks.push(resign(t, &[&sig[..half], p].concat()));
+    }
+    for t in &base[..3] {
+        let sig = URL_SAFE_NO_PAD
+            .decode(t.rsplit('.').next().unwrap())
+            .unwrap();
+        toks.push(resign(t, &c.n));
+        toks.push(resign(t, &sig[1..]));
+        toks.push(resign(t, &[&[0u8][..], &sig[1..]].concat()));
+    }
     // Claims jwt-simple refuses, with good signatures; and a fractional `exp` it accepts.
     let es_kp = ES256KeyPair::from_bytes(&es.to_bytes()).unwrap();
     for (custom, exp) in [
@@ -365,7 +414,123 @@ fn host_and_module_verdicts_are_identical() {
             accepted += usize::from(a);
         }
     }
-    assert!(accepted >= 10, "{accepted}");
+    assert!(accepted >= 14, "{accepted}");
     assert!(host_calls >= 40, "{host_calls}");
     assert!(host.foreign_calls(FOREIGN_FUNCTION) > 0);
+}
+
+/// What the pure-Rust path refuses whatever the key never reaches the host: the answer is
+/// `Ok(false)` without a `verify_signature` call. Only a signature of the modulus length below
+/// the modulus, or an `R‖S` with both halves in `[1, n − 1]`, is sent.
+#[test]
+fn out_of_range_signatures_never_reach_the_host() {
+    let host = crypto_host();
+    let calls = || host.foreign_calls(FOREIGN_FUNCTION);
+    // A 2050-bit modulus (257 bytes, top byte 0x03): s + n still fits its length.
+    let mut n = vec![0x03u8];
+    n.extend(std::iter::repeat_n(0xa5u8, 256));
+    let rsa = HostKey {
+        spki: vec![0x30],
+        modulus: n.clone(),
+    };
+    let mut n_plus_1 = n.clone();
+    *n_plus_1.last_mut().unwrap() += 1;
+    let mut n_minus_1 = n.clone();
+    *n_minus_1.last_mut().unwrap() -= 1;
+    let refused_rsa: Vec<Vec<u8>> = vec![
+        n.clone(),
+        n_plus_1,
+        vec![0xff; 257],
+        n[1..].to_vec(),                         // leading byte dropped: 256 bytes
+        vec![0x00; 256],                         // zero with a stripped leading zero
+        [vec![0u8], n_minus_1.clone()].concat(), // 258 bytes
+        Vec::new(),
+    ];
+    for alg in [Alg::RS256, Alg::RS384, Alg::RS512] {
+        for sig in &refused_rsa {
+            assert!(
+                !verify(&rsa, alg, b"h.p", sig, &host).unwrap(),
+                "{alg:?} {sig:02x?}"
+            );
+        }
+        // an RSA key never answers for ECDSA, whatever the signature
+        assert!(!verify(&rsa, Alg::ES256, b"h.p", &[1u8; 64], &host).unwrap());
+    }
+    assert_eq!(calls(), 0);
+    // n − 1 and 0 (of the modulus length) are sent: the host judges them
+    let _ = verify(&rsa, Alg::RS256, b"h.p", &n_minus_1, &host);
+    let _ = verify(&rsa, Alg::RS256, b"h.p", &[0u8; 257], &host);
+    assert_eq!(calls(), 2);
+
+    let ec = HostKey {
+        spki: vec![0x30],
+        modulus: Vec::new(),
+    };
+    let p256_p = hex32(*b"FFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF");
+    let one = {
+        let mut x = [0u8; 32];
+        x[31] = 1;
+        x
+    };
+    let mut n_plus_1 = P256_N;
+    n_plus_1[31] += 1;
+    let refused_ec: Vec<Vec<u8>> = vec![
+        [[0u8; 32], one].concat(),
+        [one, [0u8; 32]].concat(),
+        [P256_N, one].concat(),
+        [one, P256_N].concat(),
+        [n_plus_1, one].concat(),
+        [one, p256_p].concat(),
+        [p256_p, p256_p].concat(),
+        vec![0xff; 64],
+        vec![1u8; 63],
+        vec![1u8; 65],
+        vec![1u8; 96], // a P-384 length under ES256
+        ecdsa_der(&[[1u8; 32], [1u8; 32]].concat(), &P256_N).unwrap(), // DER, 70 bytes
+        Vec::new(),
+    ];
+    for sig in &refused_ec {
+        assert!(
+            !verify(&ec, Alg::ES256, b"h.p", sig, &host).unwrap(),
+            "{sig:02x?}"
+        );
+    }
+    let mut n384_plus_1 = P384_N;
+    n384_plus_1[47] += 1;
+    for sig in [
+        [P384_N.to_vec(), vec![1u8; 48]].concat(),
+        [vec![1u8; 48], n384_plus_1.to_vec()].concat(),
+        vec![0u8; 96],
+        vec![1u8; 64],
+    ] {
+        assert!(
+            !verify(&ec, Alg::ES384, b"h.p", &sig, &host).unwrap(),
+            "{sig:02x?}"
+        );
+    }
+    // an EC key never answers for RSA
+    assert!(!verify(&ec, Alg::RS256, b"h.p", &[1u8; 256], &host).unwrap());
+    assert_eq!(calls(), 2);
+    // r = 1, s = n − 1 (both in range) is sent
+    let mut n_minus_1 = P256_N;
+    n_minus_1[31] -= 1;
+    let _ = verify(&ec, Alg::ES256, b"h.p", &[one, n_minus_1].concat(), &host);
+    assert_eq!(calls(), 3);
+}
+
+/// `R‖S` halves with leading zero bytes (about 1 signature in 128) become minimal DER
+/// INTEGERs, with the 0x00 sign byte when the first significant byte has its high bit set.
+#[test]
+fn der_of_halves_with_leading_zeros_is_minimal() {
+    let mut r = [0u8; 32];
+    r[2] = 0x80;
+    r[31] = 7;
+    let mut s = [0u8; 32];
+    s[1] = 0x7f;
+    let der = ecdsa_der(&[r, s].concat(), &P256_N).unwrap();
+    assert_eq!(der[..4], [0x30, (der.len() - 2) as u8, 0x02, 31]);
+    assert_eq!(der[4..6], [0x00, 0x80]);
+    assert_eq!(der_to_raw(&der, 32).unwrap(), [r, s].concat());
+    let s_at = 4 + 31;
+    assert_eq!(der[s_at..s_at + 3], [0x02, 31, 0x7f]);
 }

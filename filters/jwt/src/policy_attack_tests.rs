@@ -545,3 +545,55 @@ fn signature_for_one_family_never_verifies_another() {
         }
     }
 }
+
+/// Signature values at the edges, through the whole policy (this file runs on each path): the
+/// high-s twin is accepted, coordinates (p) in place of scalars, r = s = n, an RSA signature
+/// equal to the modulus, one byte short or with a zero byte prepended are refused, all with
+/// the same reason.
+#[test]
+fn edge_signatures_same_verdict_on_both_paths() {
+    let h = new_host();
+    let p = policy(&h);
+    let n = hex_bytes("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551");
+    let pp = hex_bytes("FFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF");
+    let sig = |t: &str| {
+        URL_SAFE_NO_PAD
+            .decode(t.rsplit('.').next().unwrap())
+            .unwrap()
+    };
+    let with_sig = |t: &str, s: &[u8]| format!("{}.{}", &t[..t.rfind('.').unwrap()], b64(s));
+    let es = sign("ES256", Some("es256"), &good_claims());
+    let rs = sign("RS256", Some("rsa"), &good_claims());
+    let es_sig = sig(&es);
+    let (r, s) = es_sig.split_at(32);
+    let mut high = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = i16::from(n[i]) - i16::from(s[i]) - borrow;
+        borrow = i16::from(d < 0);
+        high[i] = (d + 256 * borrow) as u8;
+    }
+    assert_allowed(&get(
+        &p,
+        &h,
+        "/api",
+        &with_sig(&es, &[r, &high[..]].concat()),
+    ));
+    let modulus = RS256KeyPair::from_der(&keys().rsa_der)
+        .unwrap()
+        .public_key()
+        .to_components()
+        .n;
+    for forged in [
+        with_sig(&es, &[&pp[..], s].concat()),
+        with_sig(&es, &[r, &pp[..]].concat()),
+        with_sig(&es, &[&n[..], &n].concat()),
+        with_sig(&rs, &modulus),
+        with_sig(&rs, &sig(&rs)[1..]),
+        with_sig(&rs, &[vec![0u8], sig(&rs)].concat()),
+    ] {
+        assert_denied(&get(&p, &h, "/api", &forged), 401, "Jwt verification fails");
+    }
+    let by_host = h.metric("meshwall.jwt.signature_checks_host");
+    assert_eq!(by_host > 0, on_host(), "{by_host}");
+}

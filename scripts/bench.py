@@ -74,7 +74,10 @@ def _lua_string(text: str) -> str:
                          for b in text.encode()) + '"'
 
 
-def wrk(port: int, seconds: float, connections: int, load: Load, pid: Optional[int] = None) -> Run:
+def wrk(port: int, seconds: float, connections: int, load: Load, pid: Optional[int] = None,
+        start: int = 0) -> Run:
+    """One wrk run; `start` is passed to a Lua script's `init(args)` (a rotating token list
+    goes on where the variant's previous run stopped, so no run re-sends what its warm-up cached)."""
     duration = f"{int(seconds)}s" if float(seconds).is_integer() else f"{int(seconds * 1000)}ms"
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}", "--latency"]
     for h in load.headers:
@@ -91,6 +94,8 @@ def wrk(port: int, seconds: float, connections: int, load: Load, pid: Optional[i
             path = f.name
         cmd += ["-s", path]
     cmd.append(f"http://127.0.0.1:{port}{load.path}")
+    if path:
+        cmd += ["--", str(start)]
     cpu0 = cpu_seconds(pid) if pid else 0.0
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -177,10 +182,14 @@ def run_scenario(name: str, mode: str, args, report: list) -> None:
             e = harness.Envoy(cfg, concurrency=workers, upstreams=upstreams, startup_timeout=300)
             envoys.append((v, e.start()))
         runs = {v.label: [] for v, _ in envoys}
+        sent = {v.label: 0 for v, _ in envoys}
         for _ in range(args.rounds):
             for v, e in envoys:
-                wrk(e.port, 1, args.connections, v.load)  # warm-up (JIT, caches)
-                runs[v.label].append(wrk(e.port, args.seconds, args.connections, v.load, e.proc.pid))
+                warm = wrk(e.port, 1, args.connections, v.load, start=sent[v.label])  # JIT, caches
+                sent[v.label] += warm.requests
+                run = wrk(e.port, args.seconds, args.connections, v.load, e.proc.pid, start=sent[v.label])
+                sent[v.label] += run.requests
+                runs[v.label].append(run)
     finally:
         for _, e in envoys:
             e.stop()

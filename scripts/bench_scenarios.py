@@ -152,7 +152,9 @@ def jwt_setup(alg, rotate):
         # every request verifies: no shared verified-token table either (scenario jwt-shared has it)
         ours["shared_cache_size"] = 0
         table = ",\n".join(f'  "{t}"' for t in tokens)
+        # `init` starts where this variant's previous wrk run stopped (scripts/bench.py `wrk`).
         load = Load(lua="local tokens = {\n" + table + "\n}\nlocal i = 0\n"
+                        "init = function(args)\n  i = (tonumber(args[1]) or 0) % #tokens\nend\n"
                         "request = function()\n  i = i % #tokens + 1\n"
                         '  return wrk.format("GET", "/bench", {["Authorization"] = "Bearer " .. tokens[i]})\nend\n')
     else:

@@ -91,6 +91,10 @@ pub struct JwtPolicy {
     /// The table shared by all workers (behind `cache`), and each provider's fingerprint.
     shared: Option<SharedCache>,
     fingerprints: Vec<[u8; 32]>,
+    /// The last token this worker hashed, and its SHA-256 (the caches' key): a client sending
+    /// the same token request after request is not hashed again. Only a byte-for-byte equal
+    /// token (compared in constant time) reuses the hash.
+    last_hash: RefCell<(String, [u8; 32])>,
 }
 
 impl JwtPolicy {
@@ -196,6 +200,7 @@ impl JwtPolicy {
             host_algs,
             shared: SharedCache::new(cfg.shared_cache_size),
             fingerprints,
+            last_hash: RefCell::new((String::new(), hmac_sha256::Hash::hash(b""))),
         })
     }
 
@@ -228,6 +233,19 @@ impl JwtPolicy {
         Action::Continue(ops)
     }
 
+    /// SHA-256 of the token (the key of both caches), reused for the token hashed last.
+    fn token_hash(&self, token: &str) -> [u8; 32] {
+        let mut last = self.last_hash.borrow_mut();
+        if same_bytes(last.0.as_bytes(), token.as_bytes()) {
+            return last.1;
+        }
+        let hash = hmac_sha256::Hash::hash(token.as_bytes());
+        last.0.clear();
+        last.0.push_str(token);
+        last.1 = hash;
+        hash
+    }
+
     fn is_cors_preflight(req: &Request) -> bool {
         req.method.eq_ignore_ascii_case("OPTIONS")
             && req.headers.contains("origin")
@@ -240,13 +258,13 @@ impl JwtPolicy {
         &self,
         pi: usize,
         found: &'t Found,
-        hash: &[u8; 32],
+        hash: Option<&[u8; 32]>,
         decoded: &mut Option<Result<Decoded<'t>, Failure>>,
         host: &dyn Host,
     ) -> Result<Rc<Verified>, Failure> {
         let p = self.providers.get(pi).ok_or(Failure::JwksUnavailable)?;
         let now = host.now_secs();
-        if let Some(cache) = &self.cache {
+        if let (Some(cache), Some(hash)) = (&self.cache, hash) {
             let mut c = cache.borrow_mut();
             if let Some(v) = c.get(&(*hash, pi)) {
                 if now <= v.until && p.keys_version(host) == Some(v.keys_version) {
@@ -257,14 +275,14 @@ impl JwtPolicy {
             }
             self.metrics.cache_miss.inc(host);
         }
-        let shared_key = match (&self.shared, self.fingerprints.get(pi)) {
-            (Some(_), Some(fp)) => Some(key_hash(hash, fp)),
+        let shared_key = match (&self.shared, self.fingerprints.get(pi), hash) {
+            (Some(_), Some(fp), Some(hash)) => Some(key_hash(hash, fp)),
             _ => None,
         };
         if let (Some(sc), Some(k)) = (&self.shared, &shared_key) {
             if let Some(v) = self.shared_lookup(sc, k, p, found, now, host) {
                 self.metrics.shared_hit.inc(host);
-                if let Some(cache) = &self.cache {
+                if let (Some(cache), Some(hash)) = (&self.cache, hash) {
                     cache.borrow_mut().put((*hash, pi), v.clone());
                 }
                 return Ok(v);
@@ -318,7 +336,7 @@ impl JwtPolicy {
             };
             sc.put(k, &entry, host);
         }
-        if let Some(cache) = &self.cache {
+        if let (Some(cache), Some(hash)) = (&self.cache, hash) {
             cache.borrow_mut().put((*hash, pi), v.clone());
         }
         Ok(v)
@@ -443,7 +461,9 @@ impl JwtPolicy {
                 self.deny(Failure::Missing, host)
             };
         };
-        let hash = hmac_sha256::Hash::hash(found.token.as_bytes());
+        // The caches' key; without a cache the token is never hashed.
+        let hash =
+            (self.cache.is_some() || self.shared.is_some()).then(|| self.token_hash(&found.token));
         let mut decoded = None;
         let mut verified: Vec<(usize, Rc<Verified>)> = Vec::new();
         let mut worst: Option<Failure> = None;
@@ -453,7 +473,7 @@ impl JwtPolicy {
                 .get(pi)
                 .is_some_and(|p| p.sources.iter().any(|s| found.sources.contains(s)));
             let result = if in_sources {
-                self.verify(pi, &found, &hash, &mut decoded, host)
+                self.verify(pi, &found, hash.as_ref(), &mut decoded, host)
             } else {
                 Err(Failure::Missing)
             };
@@ -513,6 +533,13 @@ impl JwtPolicy {
             .find(|(_, r)| r.provider == name)
             .map(|(_, r)| r)
     }
+}
+
+/// Whether two byte strings are equal, in time that depends on their length only (a token
+/// compared with the last one hashed tells nothing of where they differ).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && std::hint::black_box(a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y))) == 0
 }
 
 impl Policy for JwtPolicy {

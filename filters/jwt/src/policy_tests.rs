@@ -481,6 +481,8 @@ mod attacks;
 mod attacks_host;
 #[path = "policy_canon_tests.rs"]
 mod canon;
+#[path = "policy_cost_tests.rs"]
+mod cost;
 #[path = "policy_remote_tests.rs"]
 mod remote;
 #[path = "policy_route_tests.rs"]

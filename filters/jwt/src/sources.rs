@@ -93,27 +93,30 @@ pub fn extract(
                     .check_spellings([name.as_str()])
                     .map_err(Refused::Ambiguous)?;
                 // Envoy joins repeated headers with `,` (and a JWT never contains one), so
-                // each comma-separated part is a value of its own.
-                let values: Vec<&str> = req
-                    .headers
-                    .get_all(name)
-                    .flat_map(|v| v.split(','))
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty())
-                    .collect();
+                // each comma-separated part is a value of its own. (Walked twice rather than
+                // collected: no allocation per request.)
+                let values = || {
+                    req.headers
+                        .get_all(name)
+                        .flat_map(|v| v.split(','))
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                };
                 // A token beside another credential in the same header (`Bearer …` and
                 // `Basic …`): a backend that reads the other one authenticates with
                 // something this filter never saw. (The same token twice is one token.)
                 if let Some(p) = prefix {
-                    let tokens = values
-                        .iter()
-                        .filter(|v| strip_prefix_ci(v, p).is_some())
-                        .count();
-                    if tokens > 0 && tokens < values.len() {
+                    let (mut all, mut tokens) = (0usize, 0usize);
+                    for v in values() {
+                        all = all.saturating_add(1);
+                        tokens =
+                            tokens.saturating_add(usize::from(strip_prefix_ci(v, p).is_some()));
+                    }
+                    if tokens > 0 && tokens < all {
                         return Err(Refused::Invalid(Failure::MultipleTokens));
                     }
                 }
-                for value in values {
+                for value in values() {
                     match prefix {
                         Some(p) => {
                             if let Some(rest) = strip_prefix_ci(value, p) {

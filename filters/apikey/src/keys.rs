@@ -22,15 +22,6 @@ pub fn sha256(key: &[u8]) -> Digest {
     hmac_sha256::Hash::hash(key)
 }
 
-/// Equality of two digests in time independent of where they differ.
-pub fn ct_eq(a: &Digest, b: &Digest) -> bool {
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
-}
-
 fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -135,7 +126,7 @@ impl KeyIndex {
         // Every entry of the bucket is compared, in constant time each.
         let mut found = None;
         for (digest, consumer) in bucket {
-            if ct_eq(&d, digest) {
+            if meshwall_core::ct_eq(&d, digest) {
                 found = Some(*consumer);
             }
         }
@@ -174,18 +165,6 @@ mod tests {
             hex(&sha256(b"abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-    }
-
-    #[test]
-    fn constant_time_equality() {
-        let a = sha256(b"a");
-        let mut b = a;
-        assert!(ct_eq(&a, &b));
-        for i in [0, 7, 8, 31] {
-            b = a;
-            b[i] ^= 1;
-            assert!(!ct_eq(&a, &b), "byte {i}");
-        }
     }
 
     #[test]

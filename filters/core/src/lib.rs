@@ -11,6 +11,7 @@ pub mod canon;
 pub mod chain;
 pub mod client;
 pub mod config;
+pub mod ct;
 pub mod exchange;
 pub mod host;
 pub mod http;
@@ -35,6 +36,7 @@ pub use action::{Action, Body, LocalReply, Verdict};
 pub use canon::{canonical_path, Ambiguity, CanonConfig, Refusals};
 pub use chain::Chain;
 pub use config::{parse_config, parse_duration, ConfigError};
+pub use ct::ct_eq;
 pub use exchange::{send, send_with, Exchange, Sent, Step};
 pub use host::{
     CalloutResponse, GrpcResponse, GrpcUpstream, Host, HostError, MemHost, MetricId, MetricKind,

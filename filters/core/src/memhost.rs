@@ -68,6 +68,8 @@ struct MemInner {
     grpc_failures: Cell<u32>,
     /// Foreign functions by name, and how often each was called.
     foreign: RefCell<HashMap<String, (ForeignFn, usize)>>,
+    /// Every host call made so far, counted by `Host` method name.
+    host_calls: RefCell<std::collections::BTreeMap<&'static str, u32>>,
 }
 
 impl Default for MemHost {
@@ -95,6 +97,7 @@ impl MemHost {
                 grpc_responder: RefCell::new(None),
                 grpc_failures: Cell::new(0),
                 foreign: RefCell::new(HashMap::new()),
+                host_calls: RefCell::new(std::collections::BTreeMap::new()),
             }),
         }
     }
@@ -110,6 +113,23 @@ impl MemHost {
             .borrow_mut()
             .insert(name.to_string(), (std::rc::Rc::new(f), 0));
         self
+    }
+
+    /// The host calls made since the last [`MemHost::reset_host_calls`] (on this host and its
+    /// clones), by `Host` method name (`now`, `shared_get`, `increment_metric`, ...): each one
+    /// leaves the VM in Envoy, so tests can pin what a request costs.
+    pub fn host_calls(&self) -> std::collections::BTreeMap<&'static str, u32> {
+        self.inner.host_calls.borrow().clone()
+    }
+
+    pub fn reset_host_calls(&self) {
+        self.inner.host_calls.borrow_mut().clear();
+    }
+
+    fn count(&self, call: &'static str) {
+        let mut calls = self.inner.host_calls.borrow_mut();
+        let n = calls.entry(call).or_insert(0);
+        *n = n.saturating_add(1);
     }
 
     /// How often the foreign function `name` was called.
@@ -203,14 +223,17 @@ impl MemHost {
 
 impl Host for MemHost {
     fn now(&self) -> SystemTime {
+        self.count("now");
         self.inner.now.get()
     }
 
     fn shared_get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        self.count("shared_get");
         Ok(self.inner.store.borrow().entries.get(key).cloned())
     }
 
     fn call_foreign_function(&self, name: &str, arg: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
+        self.count("call_foreign_function");
         let f = {
             let mut map = self.inner.foreign.borrow_mut();
             let Some((f, n)) = map.get_mut(name) else {
@@ -223,6 +246,7 @@ impl Host for MemHost {
     }
 
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+        self.count("shared_set");
         let mut store = self.inner.store.borrow_mut();
         let next = store.next_cas;
         store.next_cas = next.wrapping_add(1).max(1);
@@ -249,6 +273,7 @@ impl Host for MemHost {
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
+        self.count("define_metric");
         let mut metrics = self.inner.metrics.borrow_mut();
         if let Some(i) = metrics.iter().position(|(n, _, _)| n == name) {
             return Ok(MetricId(u32::try_from(i).unwrap_or(u32::MAX)));
@@ -260,12 +285,14 @@ impl Host for MemHost {
     }
 
     fn increment_metric(&self, id: MetricId, delta: i64) {
+        self.count("increment_metric");
         if let Some(m) = self.inner.metrics.borrow_mut().get_mut(id.0 as usize) {
             m.2 = m.2.saturating_add(delta);
         }
     }
 
     fn record_metric(&self, id: MetricId, value: u64) {
+        self.count("record_metric");
         if let Some(m) = self.inner.metrics.borrow_mut().get_mut(id.0 as usize) {
             m.2 = i64::try_from(value).unwrap_or(i64::MAX);
         }
@@ -278,6 +305,7 @@ impl Host for MemHost {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {
+        self.count("http_call");
         let token = self.inner.next_token.get();
         self.inner.next_token.set(token + 1);
         self.inner.calls.borrow_mut().push(RecordedCall {
@@ -302,6 +330,7 @@ impl Host for MemHost {
         message: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError> {
+        self.count("grpc_call");
         let failures = self.inner.grpc_failures.get();
         if failures > 0 {
             self.inner.grpc_failures.set(failures - 1);
@@ -330,6 +359,20 @@ impl Host for MemHost {
 mod tests {
     use super::*;
     use crate::host::grpc_status;
+
+    #[test]
+    fn host_calls_are_counted_by_method_across_clones() {
+        let a = MemHost::new();
+        let b = a.clone();
+        let _ = a.now();
+        let _ = b.now();
+        let _ = b.shared_get("k");
+        let expected: std::collections::BTreeMap<&str, u32> =
+            [("now", 2), ("shared_get", 1)].into_iter().collect();
+        assert_eq!(a.host_calls(), expected);
+        a.reset_host_calls();
+        assert!(b.host_calls().is_empty());
+    }
 
     #[test]
     fn cas_semantics_match_envoy() {

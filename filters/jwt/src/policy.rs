@@ -236,7 +236,7 @@ impl JwtPolicy {
     /// SHA-256 of the token (the key of both caches), reused for the token hashed last.
     fn token_hash(&self, token: &str) -> [u8; 32] {
         let mut last = self.last_hash.borrow_mut();
-        if same_bytes(last.0.as_bytes(), token.as_bytes()) {
+        if meshwall_core::ct_eq(last.0.as_bytes(), token.as_bytes()) {
             return last.1;
         }
         let hash = hmac_sha256::Hash::hash(token.as_bytes());
@@ -533,13 +533,6 @@ impl JwtPolicy {
             .find(|(_, r)| r.provider == name)
             .map(|(_, r)| r)
     }
-}
-
-/// Whether two byte strings are equal, in time that depends on their length only (a token
-/// compared with the last one hashed tells nothing of where they differ).
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len()
-        && std::hint::black_box(a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y))) == 0
 }
 
 impl Policy for JwtPolicy {
